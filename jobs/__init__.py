@@ -1,0 +1,27 @@
+"""Jobs and schedules over the asset graph."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+BATCH_GROUPS = ("raw", "clean", "quarantine", "processed", "warehouse")
+
+# The whole batch path: sources → lake → Spark → warehouse. Partitioned assets run as one range per
+# run (their backfill policy); unpartitioned ones (machine register, sites, failures) refresh with it.
+data_pipeline = dg.define_asset_job(
+    name="data_pipeline",
+    selection=dg.AssetSelection.groups(*BATCH_GROUPS),
+    description="The batch path: sources → raw and clean lake → Spark → PostgreSQL warehouse.",
+    tags={"dagster/max_retries": 1},
+)
+
+
+def build_schedules(partitions: dg.PartitionsDefinition) -> list[dg.ScheduleDefinition]:
+    """The batch path each day, for the day just ended (when the calendar still runs)."""
+    job = dg.define_asset_job(
+        name="data_pipeline_daily",
+        selection=dg.AssetSelection.groups(*BATCH_GROUPS),
+        partitions_def=partitions,
+        description="data_pipeline, one daily partition per run (the schedule's target).",
+    )
+    return [dg.build_schedule_from_partitioned_job(job, hour_of_day=1, minute_of_hour=0)]

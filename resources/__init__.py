@@ -1,0 +1,44 @@
+"""Every resource the platform uses, built in one place from the environment.
+
+Each setting is a ``dg.EnvVar``: in LOCAL mode ``platform_assets.settings`` fills unset variables
+from ``deploy/local/services.env``; in PROD the deployment sets them (see README, "Deploying").
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from platform_assets.settings import load_local_defaults
+from resources.lake import LakeResource
+from resources.lake_io_manager import LakeParquetIOManager
+from resources.sources import FileStoreResource, MySQLSourceResource, PostgresSourceResource, RestApiResource
+from resources.spark import SparkResource
+from resources.warehouse import PostgresPandasIOManager, WarehouseResource
+
+
+def _db(prefix: str, cls):
+    return cls(
+        host=dg.EnvVar(f"{prefix}_HOST"),
+        port=dg.EnvVar.int(f"{prefix}_PORT"),
+        user=dg.EnvVar(f"{prefix}_USER"),
+        password=dg.EnvVar(f"{prefix}_PASSWORD"),
+        database=dg.EnvVar(f"{prefix}_DB"),
+    )
+
+
+def build_resources() -> dict:
+    load_local_defaults()
+    lake = LakeResource(root=dg.EnvVar("LAKE_ROOT"))
+    warehouse = _db("WAREHOUSE", WarehouseResource)
+    return {
+        "lake": lake,
+        "warehouse": warehouse,
+        "lake_io_manager": LakeParquetIOManager(lake=lake),
+        "warehouse_io_manager": PostgresPandasIOManager(warehouse=warehouse),
+        "spark": SparkResource(master=dg.EnvVar("SPARK_MASTER")),
+        # Source connections, named by the catalogue's `connection` fields.
+        "source_files": FileStoreResource(root=dg.EnvVar("SOURCE_FILES_ROOT")),
+        "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource),
+        "plant_mysql": _db("MYSQL", MySQLSourceResource),
+        "facilities_api": RestApiResource(base_url=dg.EnvVar("DEMO_API_URL")),
+    }

@@ -1,0 +1,47 @@
+"""Spark for batch processing, through dagster-pyspark's lazy session.
+
+``SPARK_MASTER`` picks the engine: ``local[N]`` on a laptop or in CI, ``spark://host:7077`` for a
+standalone cluster, ``sc://host:15002`` for Spark Connect. The session starts only when an asset
+first asks for it, so runs that do not touch Spark never pay its start-up.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from pydantic import PrivateAttr
+
+
+class SparkResource(dg.ConfigurableResource):
+    master: str = "local[2]"
+    app_name: str = "dagster-ml-platform"
+    shuffle_partitions: int = 4
+    driver_memory: str = "2g"
+    # Extra Spark properties (e.g. spark.hadoop.fs.s3a.* for an object-store lake).
+    extra_conf: dict[str, str] = {}
+
+    _lazy: LazyPySparkResource | None = PrivateAttr(default=None)
+
+    def spark_config(self) -> dict[str, str]:
+        return {
+            "spark.app.name": self.app_name,
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            "spark.driver.memory": self.driver_memory,
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.sources.partitionOverwriteMode": "dynamic",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.bindAddress": "127.0.0.1" if self.master.startswith("local") else "0.0.0.0",
+            **self.extra_conf,
+        }
+
+    @property
+    def session(self):
+        if self._lazy is None:
+            if self.master.startswith("sc://"):
+                from pyspark.sql import SparkSession
+
+                return SparkSession.builder.remote(self.master).getOrCreate()
+            conf = {**self.spark_config(), "spark.master": self.master}
+            self._lazy = LazyPySparkResource(spark_config=conf)
+        return self._lazy.spark_session
