@@ -60,6 +60,8 @@ def _parse_csv(obj: RawObject) -> Parsed:
     try:
         table = pacsv.read_csv(
             io.BytesIO(obj.data),
+            # Single-threaded parsing is what gives skipped lines their line numbers.
+            read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header}, strings_can_be_null=True, null_values=[""]

@@ -1,0 +1,54 @@
+# Entry points. `make demo` runs the whole platform locally; `make test` installs and runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+SERVICES := deploy/local/services.sh
+UV_VERSION := 0.13.9
+export UV_COMPILE_BYTECODE := 1
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench
+
+help:
+	@echo "make demo           install, start services, build every asset, serve the Dagster UI"
+	@echo "make test           install, start services, run the whole test suite"
+	@echo "make services-up    start PostgreSQL, MariaDB and the demo REST API on 127.0.0.1"
+	@echo "make services-down  stop them"
+	@echo "make bench          batch benchmark (tests/benchmarks/bench_batch.py)"
+
+# The environment from the lock file (uv itself from PyPI when missing), plus the Debian packages
+# of the local services. Java 17 and Python 3.11 are expected on the machine.
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --quiet --python 3.11
+	@bash $(SERVICES) install
+	@command -v java >/dev/null 2>&1 || { echo "Java 17 is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
+
+services-up:
+	@bash $(SERVICES) up
+
+services-down:
+	@bash $(SERVICES) down
+
+services-status:
+	@bash $(SERVICES) status
+
+demo-data: install
+	@bash $(SERVICES) up postgres mariadb >/dev/null
+	@$(PY) -m platform_assets.demo_data
+
+demo: install
+	@bash deploy/local/with-services.sh $(PY) deploy/local/run_demo.py
+
+test: install
+	@bash deploy/local/with-services.sh $(PY) -m pytest
+
+test-unit: install
+	@$(PY) -m pytest tests/unit
+
+lint:
+	@$(PY) -m ruff check .
+
+bench: install
+	@bash deploy/local/with-services.sh $(PY) tests/benchmarks/bench_batch.py

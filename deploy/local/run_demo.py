@@ -1,0 +1,184 @@
+"""`make demo`: demo data → every asset materialised once (with progress) → the Dagster UI.
+
+Runs inside deploy/local/with-services.sh, which has started PostgreSQL, MariaDB and the demo REST
+API and stops them again on exit. Ctrl-C stops the webserver and daemon started here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from platform_assets.settings import load_local_defaults  # noqa: E402
+
+
+def prepare_environment() -> Path:
+    load_local_defaults()
+    home = ROOT / ".local" / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    os.environ.setdefault("DAGSTER_HOME", str(home))
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    return Path(os.environ["DAGSTER_HOME"])
+
+
+def generate_demo_data() -> None:
+    print("== demo data")
+    subprocess.run([sys.executable, "-m", "platform_assets.demo_data"], cwd=ROOT, check=True)
+
+
+def materialise_everything() -> bool:
+    """One run of data_pipeline over the demo's whole partition window, printing each step as it lands."""
+    import dagster as dg
+    from dagster._core.events import DagsterEventType
+
+    from platform_assets.definitions import defs
+    from platform_assets.partitions import daily_partitions
+    from platform_assets.sources.config import load_catalogue
+
+    keys = daily_partitions(load_catalogue()).get_partition_keys()
+    job = defs.get_job_def("data_pipeline")
+    instance = dg.DagsterInstance.get()
+    run_id = dg.make_new_run_id()
+    total = len(defs.get_repository_def().asset_graph.get_all_asset_keys())
+    print(f"== materialising {total} assets for partitions {keys[0]}..{keys[-1]} (run {run_id[:8]})")
+    outcome: dict = {}
+
+    def run() -> None:
+        result = job.execute_in_process(
+            instance=instance, run_id=run_id, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+        outcome["success"] = result.success
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    seen: set[int] = set()
+    done = 0
+    wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE,
+              DagsterEventType.ASSET_CHECK_EVALUATION}
+    while worker.is_alive() or not seen or len(seen) < len(instance.all_logs(run_id, of_type=wanted)):
+        for entry in instance.all_logs(run_id, of_type=wanted):
+            if entry.storage_id in seen:
+                continue
+            seen.add(entry.storage_id)
+            event = entry.dagster_event
+            elapsed = time.monotonic() - started
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                done += 1
+                mat = event.event_specific_data.materialization
+                rows = mat.metadata.get("dagster/row_count")
+                rows_text = f"{rows.value:>9,} rows" if rows is not None else " " * 14
+                print(f"  [{done:>2}/{total}] {elapsed:6.1f}s  {rows_text}  {mat.asset_key.to_user_string()}")
+            elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                ev = event.event_specific_data
+                if not ev.passed:
+                    print(f"  check {ev.asset_key.to_user_string()}:{ev.check_name} did not pass ({ev.severity.value})")
+            else:
+                print(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()[:400]}")
+        if not worker.is_alive() and len(seen) >= len(instance.all_logs(run_id, of_type=wanted)):
+            break
+        time.sleep(0.5)
+    worker.join()
+    print(f"== pipeline {'succeeded' if outcome.get('success') else 'FAILED'} in {time.monotonic() - started:.0f}s")
+    return bool(outcome.get("success"))
+
+
+def summarise_warehouse() -> None:
+    from resources import build_resources
+
+    warehouse = build_resources()["warehouse"]
+    counts = warehouse.query(
+        "SELECT table_schema || '.' || table_name AS tbl FROM information_schema.tables "
+        "WHERE table_schema IN ('marts', 'quarantine') ORDER BY 1"
+    )
+    print("== warehouse (PostgreSQL)")
+    for tbl in counts["tbl"]:
+        schema, name = tbl.split(".")
+        n = warehouse.query(f'SELECT count(*) AS n FROM "{schema}"."{name}"')["n"].iloc[0]
+        print(f"  {tbl:<40} {n:>9,} rows")
+
+
+def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see .local/dagster/*.log")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def serve_ui(home: Path) -> None:
+    port = os.environ.get("DAGSTER_WEBSERVER_PORT", "23000")
+    bin_dir = Path(sys.executable).parent
+    logs = {name: open(home / f"{name}.log", "ab") for name in ("webserver", "daemon")}
+    # Separate processes, default signal handling: `dagster dev` ignores SIGTERM when backgrounded.
+    procs = [
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml"],
+                         cwd=ROOT, stdout=logs["webserver"], stderr=subprocess.STDOUT, start_new_session=True),
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                         cwd=ROOT, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
+    ]
+
+    def stop(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/server_info", procs[0])
+        print("== ready")
+        print(f"  Dagster UI       http://127.0.0.1:{port}  (asset graph: /asset-groups, runs: /runs)")
+        print(f"  Warehouse        postgresql://{os.environ['WAREHOUSE_USER']}@127.0.0.1:{os.environ['WAREHOUSE_PORT']}/{os.environ['WAREHOUSE_DB']}")
+        print(f"  Lake             {os.environ['LAKE_ROOT']}")
+        print(f"  Demo REST API    {os.environ['DEMO_API_URL']}/api/v1/sites")
+        print("  Ctrl-C stops the UI and the services this command started.")
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        print("a Dagster process exited; see .local/dagster/*.log")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+def main() -> int:
+    started = time.monotonic()
+    home = prepare_environment()
+    generate_demo_data()
+    ok = materialise_everything()
+    summarise_warehouse()
+    print(f"== pipeline part took {time.monotonic() - started:.0f}s")
+    if os.environ.get("DEMO_NO_UI"):
+        return 0 if ok else 1
+    serve_ui(home)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

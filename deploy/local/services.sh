@@ -1,0 +1,687 @@
+#!/usr/bin/env bash
+# Local services for development and CI: PostgreSQL 15, MariaDB 10.11 and the demo REST API.
+#
+#   deploy/local/services.sh up|down|status [postgres|mariadb|demo-api ...]   (default: all)
+#   deploy/local/services.sh install                                         (Debian packages only)
+#
+# Settings come from deploy/local/services.env; a variable already set in the environment wins.
+# All state (data, logs, pid files, config) lives under $PROJECT_ROOT/.local/services/<name>/
+# (git-ignored), or under $SERVICES_STATE_DIR/<name>/ when that is set.
+# Works as root (CI: PostgreSQL runs as the postgres user, MariaDB with user=root) and as a normal user.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
+ENV_FILE="$SCRIPT_DIR/services.env"
+ALL_SERVICES=(postgres mariadb demo-api)
+READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
+STOP_TIMEOUT=${SERVICES_STOP_TIMEOUT:-30}     # seconds to wait for a server to exit
+
+# ---------------------------------------------------------------------------------------------
+# Settings: every KEY=VALUE line of services.env, unless KEY is already set in the environment
+# (then the environment wins). Within the file a later line wins, as with `source`.
+# Lines are read as data (never eval'ed); surrounding single or double quotes are stripped.
+load_env() {
+    local line key value
+    local -A from_file=()
+    local -a order=()
+    [[ -f $ENV_FILE ]] || die "settings file missing: $ENV_FILE"
+    while IFS= read -r line || [[ -n $line ]]; do
+        line=${line%$'\r'}
+        [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+        [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] \
+            || die "$ENV_FILE: cannot parse line: $line"
+        key=${BASH_REMATCH[2]}
+        value=${BASH_REMATCH[3]}
+        if [[ $value =~ ^\"(.*)\"$ || $value =~ ^\'(.*)\'$ ]]; then
+            value=${BASH_REMATCH[1]}
+        fi
+        [[ -n ${from_file[$key]+set} ]] || order+=("$key")
+        from_file[$key]=$value
+    done <"$ENV_FILE"
+    for key in "${order[@]}"; do
+        if [[ -z ${!key+set} ]]; then
+            printf -v "$key" '%s' "${from_file[$key]}"
+            export "${key?}"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
+warn() { printf 'services.sh: warning: %s\n' "$*" >&2; }
+is_root() { [[ $(id -u) -eq 0 ]]; }
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+# One output line per service: name padded to 10 columns.
+say() { local name=$1; shift; printf '%-10s %s\n' "$name" "$*"; }
+
+# A path for display: relative to the project when it is inside it.
+show_path() {
+    case $1 in
+        "$PROJECT_ROOT"/*) printf '%s' "${1#"$PROJECT_ROOT"/}" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+
+# True when PID is a live process (a zombie, state Z, counts as dead).
+alive() {
+    local pid=$1 stat
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+    [[ -n $stat && $stat != Z* ]]
+}
+
+# True when PID is alive and its command line contains PATTERN (guards against reused pids).
+alive_as() {
+    local pid=$1 pattern=$2
+    alive "$pid" || return 1
+    [[ $(ps -o args= -p "$pid" 2>/dev/null) == *"$pattern"* ]]
+}
+
+read_pid() { [[ -r $1 ]] && head -n 1 "$1" | tr -dc '0-9' || true; }
+
+# True when something accepts TCP connections on HOST:PORT.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Wait until PID exits (zombie counts as exited); false on timeout.
+wait_gone() {
+    local pid=$1 timeout=$2 i
+    for ((i = 0; i < timeout * 10; i++)); do
+        alive "$pid" || return 0
+        sleep 0.1
+    done
+    ! alive "$pid"
+}
+
+# Print the last lines of each existing log file, to stderr.
+show_logs() {
+    local f
+    for f in "$@"; do
+        [[ -s $f ]] || continue
+        printf -- '----- last 30 lines of %s -----\n' "$f" >&2
+        tail -n 30 "$f" >&2
+        printf -- '-----\n' >&2
+    done
+}
+
+# A server process died or never answered: show its logs and stop.
+fail_start() {
+    local name=$1 why=$2; shift 2
+    show_logs "$@"
+    local f shown=()
+    for f in "$@"; do shown+=("$(show_path "$f")"); done
+    die "$name: $why (logs: ${shown[*]})"
+}
+
+# Take an exclusive lock for one service (parallel `up`s wait for each other) on fd 9.
+# The lock fd must not leak into the servers we start: every launch closes fd 9 (`9>&-`).
+lock_service() {
+    local dir=$1
+    mkdir -p "$dir"
+    exec 9>"$dir/.lock"
+    flock -w 120 9 || die "could not lock $dir/.lock within 120 s (another services.sh still running?)"
+}
+unlock_service() { exec 9>&-; }
+
+# State directory: $SERVICES_STATE_DIR or $PROJECT_ROOT/.local/services (made absolute).
+init_state_dir() {
+    STATE_DIR=${SERVICES_STATE_DIR:-$PROJECT_ROOT/.local/services}
+    [[ $STATE_DIR == /* ]] || STATE_DIR=$PWD/$STATE_DIR
+    mkdir -p "$STATE_DIR"
+    STATE_DIR=$(cd "$STATE_DIR" && pwd -P)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+MARIADBD=/usr/sbin/mariadbd
+
+packages_missing() {
+    local f
+    for f in "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql" \
+        "$MARIADBD" /usr/bin/mariadb-install-db /usr/bin/mariadb /usr/bin/mariadb-admin; do
+        [[ -x $f ]] || return 0
+    done
+    return 1
+}
+
+ensure_packages() {
+    packages_missing || return 0
+    local log="$STATE_DIR/install.log" start sudo=() fd
+    start=$(now)
+    if ! is_root; then
+        command -v sudo >/dev/null || die "PostgreSQL/MariaDB are not installed and sudo is missing: as root run" \
+            "apt-get update && apt-get install -y --no-install-recommends postgresql mariadb-server mariadb-client"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null || die "PostgreSQL/MariaDB are not installed and apt-get is missing (not Debian?)"
+    # One install at a time, even with parallel callers.
+    exec {fd}>"$STATE_DIR/.install.lock"
+    flock -w 600 "$fd" || die "could not lock $STATE_DIR/.install.lock"
+    if packages_missing; then
+        printf '%-10s %s\n' install "installing postgresql mariadb-server (apt-get, log $(show_path "$log")) ..."
+        {
+            echo "=== $(date -Is) apt-get update"
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+            echo "=== $(date -Is) apt-get install"
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+                postgresql mariadb-server mariadb-client
+        } >>"$log" 2>&1 || { show_logs "$log"; die "package install failed (log: $log)"; }
+        packages_missing && { show_logs "$log"; die "packages installed but $PG_BIN/initdb or $MARIADBD still missing"; }
+        say install "done in $(elapsed "$start")"
+    fi
+    exec {fd}>&-
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+pg_setup_vars() {
+    PG_DIR="$STATE_DIR/postgres"
+    PG_DATA="$PG_DIR/data"
+    PG_LOG="$PG_DIR/postgres.log"
+    PG_PORT=$WAREHOUSE_PORT
+    PG_SOCK_DIR="/tmp/platform-pg-$(id -u)-$PG_PORT"
+}
+
+# As root, PostgreSQL tools must run as the postgres user; as a normal user, directly.
+# The service lock fd is closed so it does not leak into the server.
+as_pg() {
+    if is_root; then
+        runuser -u postgres -- "$@" 9>&-
+    else
+        "$@" 9>&-
+    fi
+}
+
+pg_pid() {
+    local pid
+    pid=$(read_pid "$PG_DATA/postmaster.pid")
+    alive_as "$pid" postgres && printf '%s' "$pid"
+}
+
+# As root: the postgres user must be able to enter every parent folder of the data folder.
+# Folders that this script owns (the state folder and those under the project's .local/) get o+x;
+# anything else is reported, never changed.
+pg_check_access() {
+    is_root || return 0
+    local dir=$PG_DIR
+    while [[ -n $dir && $dir != / ]]; do
+        if ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+            if [[ $dir == "$STATE_DIR" || $dir == "$STATE_DIR"/* || $dir == "$PROJECT_ROOT/.local" \
+                || $dir == "$PROJECT_ROOT/.local/"* ]]; then
+                chmod o+x "$dir"
+            else
+                die "postgres: the server runs as user postgres, which cannot enter $dir" \
+                    "(mode $(stat -c '%A %U:%G' "$dir")). Allow it with 'chmod o+x $dir'," \
+                    "or set SERVICES_STATE_DIR to a folder that user postgres can reach."
+            fi
+        fi
+        dir=$(dirname "$dir")
+    done
+}
+
+pg_prepare_dirs() {
+    mkdir -p "$PG_DIR"
+    if [[ ${#PG_SOCK_DIR} -gt 90 ]]; then
+        die "postgres: socket folder path too long: $PG_SOCK_DIR"
+    fi
+    if [[ -e $PG_SOCK_DIR && ! -O $PG_SOCK_DIR ]] && ! is_root; then
+        die "postgres: socket folder $PG_SOCK_DIR belongs to another user; remove it or use another WAREHOUSE_PORT"
+    fi
+    mkdir -p -m 700 "$PG_SOCK_DIR"
+    if is_root; then
+        pg_check_access
+        chown postgres:postgres "$PG_DIR" "$PG_SOCK_DIR"
+        chmod 700 "$PG_SOCK_DIR"
+        touch "$PG_LOG"
+        chown postgres:postgres "$PG_LOG"
+    fi
+}
+
+pg_initdb() {
+    [[ -s $PG_DATA/PG_VERSION ]] && return 0
+    local pwfile="$PG_DIR/superuser.password" out
+    if [[ -d $PG_DATA ]] && [[ -n $(ls -A "$PG_DATA") ]]; then
+        die "postgres: $PG_DATA is not empty but has no PG_VERSION; move it away and retry"
+    fi
+    # The superuser connects without password over the private socket (trust); over TCP it needs
+    # this random password (kept in $pwfile, readable only by the server's user).
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$pwfile")
+    mkdir -p -m 700 "$PG_DATA"
+    is_root && chown postgres:postgres "$pwfile" "$PG_DATA"
+    if ! out=$(as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+        -A trust --auth-host=scram-sha-256 --pwfile="$pwfile" 2>&1); then
+        printf '%s\n' "$out" >&2
+        die "postgres: initdb failed for $PG_DATA"
+    fi
+    printf '%s\n' "$out" >"$PG_DIR/initdb.log"
+}
+
+# psql as the superuser over the private socket.
+pg_super_psql() {
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+# Role (with password, LOGIN CREATEDB) and database (owned by it), created when missing.
+# The password reaches psql through the environment (\getenv), never the command line.
+pg_provision_one() {
+    local user=$1 password=$2 db=$3
+    PSQL_APP_PASSWORD=$password pg_super_psql -v user="$user" -v db="$db" <<'SQL'
+\getenv password PSQL_APP_PASSWORD
+SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I LOGIN CREATEDB PASSWORD %L', :'user', :'password') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+}
+
+pg_provision() {
+    pg_provision_one "$WAREHOUSE_USER" "$WAREHOUSE_PASSWORD" "$WAREHOUSE_DB"
+    if [[ $OPS_POSTGRES_USER != "$WAREHOUSE_USER" || $OPS_POSTGRES_PASSWORD != "$WAREHOUSE_PASSWORD" \
+        || $OPS_POSTGRES_DB != "$WAREHOUSE_DB" ]]; then
+        [[ $OPS_POSTGRES_USER == "$WAREHOUSE_USER" && $OPS_POSTGRES_PASSWORD != "$WAREHOUSE_PASSWORD" ]] \
+            && die "postgres: OPS_POSTGRES_USER = WAREHOUSE_USER but the passwords differ"
+        pg_provision_one "$OPS_POSTGRES_USER" "$OPS_POSTGRES_PASSWORD" "$OPS_POSTGRES_DB"
+    fi
+}
+
+# Ready: pg_isready over TCP and a real query as the app user with its password.
+pg_healthy() {
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 || return 1
+    [[ $(PGPASSWORD=$WAREHOUSE_PASSWORD PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -At \
+        -h 127.0.0.1 -p "$PG_PORT" -U "$WAREHOUSE_USER" -d "$WAREHOUSE_DB" -c 'SELECT 1' 2>/dev/null) == 1 ]]
+}
+
+pg_up() {
+    local start pid i
+    start=$(now)
+    pg_setup_vars
+    [[ $OPS_POSTGRES_PORT == "$WAREHOUSE_PORT" ]] \
+        || warn "OPS_POSTGRES_PORT ($OPS_POSTGRES_PORT) differs from WAREHOUSE_PORT ($WAREHOUSE_PORT): only $WAREHOUSE_PORT is served"
+    lock_service "$PG_DIR"
+    if pid=$(pg_pid); then
+        local running_port
+        running_port=$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)
+        [[ -z $running_port || $running_port == "$PG_PORT" ]] \
+            || die "postgres: already running on port $running_port (pid $pid), but WAREHOUSE_PORT is $PG_PORT: run 'services.sh down postgres' first"
+        pg_healthy || { pg_provision >/dev/null && pg_healthy; } \
+            || fail_start postgres "running (pid $pid) but not answering on 127.0.0.1:$PG_PORT" "$PG_LOG"
+        say postgres "up  127.0.0.1:$PG_PORT (already running, pid $pid, data $(show_path "$PG_DIR"))"
+        unlock_service
+        return 0
+    fi
+    port_open 127.0.0.1 "$PG_PORT" \
+        && die "postgres: port 127.0.0.1:$PG_PORT is used by another process (not the server of $(show_path "$PG_DATA")); stop it or set WAREHOUSE_PORT"
+    pg_prepare_dirs
+    pg_initdb
+    if [[ -s $PG_DATA/PG_VERSION && $(<"$PG_DATA/PG_VERSION") != "$("$PG_BIN/pg_ctl" --version | awk '{ split($3, v, "."); print v[1] }')" ]]; then
+        die "postgres: $PG_DATA was made by PostgreSQL $(<"$PG_DATA/PG_VERSION"), but $PG_BIN is another major version"
+    fi
+    rm -f "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT" "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT.lock" 2>/dev/null || true
+    # pg_ctl -w waits for readiness and notices a server that dies while starting.
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$READY_TIMEOUT" \
+        -o "-p $PG_PORT -k $PG_SOCK_DIR -c listen_addresses=127.0.0.1" start >"$PG_DIR/pg_ctl.out" 2>&1; then
+        fail_start postgres "server did not start" "$PG_DIR/pg_ctl.out" "$PG_LOG"
+    fi
+    pid=$(pg_pid) || fail_start postgres "server exited right after starting" "$PG_LOG"
+    pg_provision >"$PG_DIR/provision.log" 2>&1 \
+        || fail_start postgres "could not create role/databases" "$PG_DIR/provision.log" "$PG_LOG"
+    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        pg_healthy && break
+        alive "$pid" || fail_start postgres "server (pid $pid) died" "$PG_LOG"
+        sleep 0.2
+    done
+    pg_healthy || fail_start postgres "no answer as $WAREHOUSE_USER on 127.0.0.1:$PG_PORT within ${READY_TIMEOUT} s" "$PG_LOG"
+    say postgres "up  127.0.0.1:$PG_PORT (started in $(elapsed "$start"), pid $pid, data $(show_path "$PG_DIR"))"
+    unlock_service
+}
+
+pg_down() {
+    local pid
+    pg_setup_vars
+    [[ -d $PG_DIR ]] || { say postgres "down (not running)"; return 0; }
+    lock_service "$PG_DIR"
+    if ! pid=$(pg_pid); then
+        say postgres "down (not running)"
+        unlock_service
+        return 0
+    fi
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT" stop >"$PG_DIR/pg_ctl.out" 2>&1 \
+        || { show_logs "$PG_DIR/pg_ctl.out" "$PG_LOG"; die "postgres: pg_ctl stop failed"; }
+    wait_gone "$pid" "$STOP_TIMEOUT" || die "postgres: pid $pid still running after stop"
+    say postgres "down (stopped pid $pid)"
+    unlock_service
+}
+
+pg_status() {
+    local pid
+    pg_setup_vars
+    if pid=$(pg_pid); then
+        say postgres "running 127.0.0.1:$PG_PORT (pid $pid, data $(show_path "$PG_DIR"))"
+    else
+        say postgres "stopped (port $PG_PORT)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+my_setup_vars() {
+    MY_DIR="$STATE_DIR/mariadb"
+    MY_DATA="$MY_DIR/data"
+    MY_TMP="$MY_DIR/tmp"
+    MY_CNF="$MY_DIR/my.cnf"
+    MY_PID_FILE="$MY_DIR/mariadbd.pid"
+    MY_LOG="$MY_DIR/mariadbd.err"
+    MY_OUT="$MY_DIR/mariadbd.out"
+    MY_PORT=$MYSQL_PORT
+    MY_SOCK_DIR="/tmp/platform-mariadb-$(id -u)-$MY_PORT"
+    MY_SOCK="$MY_SOCK_DIR/mariadbd.sock"
+}
+
+# The server's whole configuration; written at each `up` so that overridden settings apply.
+my_write_cnf() {
+    mkdir -p "$MY_DATA" "$MY_TMP"
+    mkdir -p -m 700 "$MY_SOCK_DIR"
+    [[ -O $MY_SOCK_DIR ]] || die "mariadb: socket folder $MY_SOCK_DIR belongs to another user; remove it or use another MYSQL_PORT"
+    cat >"$MY_CNF.tmp" <<EOF
+# Written by deploy/local/services.sh at each start: edit services.env or the script, not this file.
+[client]
+port = $MY_PORT
+socket = $MY_SOCK
+
+[mariadbd]
+$(is_root && echo "user = root")
+datadir = $MY_DATA
+socket = $MY_SOCK
+pid-file = $MY_PID_FILE
+tmpdir = $MY_TMP
+log-error = $MY_LOG
+port = $MY_PORT
+bind-address = 127.0.0.1
+skip-name-resolve
+character-set-server = utf8mb4
+collation-server = utf8mb4_general_ci
+innodb_buffer_pool_size = 64M
+innodb_log_file_size = 32M
+performance_schema = OFF
+max_connections = 200
+EOF
+    mv -f "$MY_CNF.tmp" "$MY_CNF"
+}
+
+my_pid() {
+    local pid
+    pid=$(read_pid "$MY_PID_FILE")
+    alive_as "$pid" mariadbd && printf '%s' "$pid"
+}
+
+# SQL string literal: backslashes and single quotes escaped.
+sql_str() { local s=${1//\\/\\\\}; printf "'%s'" "${s//\'/\'\'}"; }
+sql_ident() { printf '`%s`' "${1//\`/\`\`}"; }
+
+# Admin client: root (or the OS user that initialised the data) over the private socket.
+# The client library reads MYSQL_HOST (set in services.env!), MYSQL_TCP_PORT, MYSQL_UNIX_PORT and
+# MYSQL_PWD from the environment: admin calls must not see them.
+MY_ADMIN_ENV=(env -u MYSQL_HOST -u MYSQL_TCP_PORT -u MYSQL_UNIX_PORT -u MYSQL_PWD)
+my_admin_sql() { "${MY_ADMIN_ENV[@]}" /usr/bin/mariadb --defaults-file="$MY_CNF" --protocol=socket --connect-timeout=5 "$@"; }
+
+my_provision() {
+    my_admin_sql <<EOF
+CREATE DATABASE IF NOT EXISTS $(sql_ident "$MYSQL_DB");
+CREATE USER IF NOT EXISTS $(sql_str "$MYSQL_USER")@'127.0.0.1' IDENTIFIED BY $(sql_str "$MYSQL_PASSWORD");
+ALTER USER $(sql_str "$MYSQL_USER")@'127.0.0.1' IDENTIFIED BY $(sql_str "$MYSQL_PASSWORD");
+GRANT ALL PRIVILEGES ON *.* TO $(sql_str "$MYSQL_USER")@'127.0.0.1';
+EOF
+}
+
+# Ready: a real query as the app user over TCP (password through MYSQL_PWD, not the command line).
+my_healthy() {
+    [[ $(env -u MYSQL_HOST -u MYSQL_TCP_PORT -u MYSQL_UNIX_PORT MYSQL_PWD="$MYSQL_PASSWORD" /usr/bin/mariadb --no-defaults --protocol=TCP --connect-timeout=3 \
+        -h 127.0.0.1 -P "$MY_PORT" -u "$MYSQL_USER" -D "$MYSQL_DB" -N -B -e 'SELECT 1' 2>/dev/null) == 1 ]]
+}
+
+my_up() {
+    local start pid i out
+    start=$(now)
+    my_setup_vars
+    lock_service "$MY_DIR"
+    if pid=$(my_pid); then
+        local running_port
+        running_port=$(sed -n 's/^port = //p' "$MY_CNF" 2>/dev/null | head -n 1 || true)
+        [[ -z $running_port || $running_port == "$MY_PORT" ]] \
+            || die "mariadb: already running on port $running_port (pid $pid), but MYSQL_PORT is $MY_PORT: run 'services.sh down mariadb' first"
+        my_healthy || { my_provision >/dev/null 2>&1 && my_healthy; } \
+            || fail_start mariadb "running (pid $pid) but not answering on 127.0.0.1:$MY_PORT" "$MY_LOG"
+        say mariadb "up  127.0.0.1:$MY_PORT (already running, pid $pid, data $(show_path "$MY_DIR"))"
+        unlock_service
+        return 0
+    fi
+    port_open 127.0.0.1 "$MY_PORT" \
+        && die "mariadb: port 127.0.0.1:$MY_PORT is used by another process (not the server of $(show_path "$MY_DATA")); stop it or set MYSQL_PORT"
+    my_write_cnf
+    if [[ ! -d $MY_DATA/mysql ]]; then
+        if ! out=$("${MY_ADMIN_ENV[@]}" /usr/bin/mariadb-install-db --defaults-file="$MY_CNF" --skip-test-db 9>&- 2>&1); then
+            printf '%s\n' "$out" >&2
+            die "mariadb: mariadb-install-db failed for $MY_DATA"
+        fi
+        printf '%s\n' "$out" >"$MY_DIR/install-db.log"
+    fi
+    rm -f "$MY_PID_FILE"
+    : >"$MY_OUT"
+    # setsid + nohup: the server is in its own session and outlives this script.
+    setsid nohup "$MARIADBD" --defaults-file="$MY_CNF" </dev/null >>"$MY_OUT" 2>&1 9>&- &
+    pid=$!
+    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        if "${MY_ADMIN_ENV[@]}" /usr/bin/mariadb-admin --defaults-file="$MY_CNF" --protocol=socket --connect-timeout=2 status >/dev/null 2>&1; then
+            break
+        fi
+        alive "$pid" || fail_start mariadb "server (pid $pid) died while starting" "$MY_OUT" "$MY_LOG"
+        sleep 0.2
+    done
+    "${MY_ADMIN_ENV[@]}" /usr/bin/mariadb-admin --defaults-file="$MY_CNF" --protocol=socket --connect-timeout=2 status >/dev/null 2>&1 \
+        || fail_start mariadb "no answer on $MY_SOCK within ${READY_TIMEOUT} s (pid $pid)" "$MY_OUT" "$MY_LOG"
+    my_provision >"$MY_DIR/provision.log" 2>&1 \
+        || fail_start mariadb "could not create database/user" "$MY_DIR/provision.log" "$MY_LOG"
+    my_healthy || fail_start mariadb "no answer as $MYSQL_USER on 127.0.0.1:$MY_PORT" "$MY_LOG"
+    say mariadb "up  127.0.0.1:$MY_PORT (started in $(elapsed "$start"), pid $pid, data $(show_path "$MY_DIR"))"
+    unlock_service
+}
+
+my_down() {
+    local pid
+    my_setup_vars
+    [[ -d $MY_DIR ]] || { say mariadb "down (not running)"; return 0; }
+    lock_service "$MY_DIR"
+    if ! pid=$(my_pid); then
+        say mariadb "down (not running)"
+        unlock_service
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+        warn "mariadb: pid $pid still running after ${STOP_TIMEOUT} s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || die "mariadb: pid $pid does not stop"
+    fi
+    say mariadb "down (stopped pid $pid)"
+    unlock_service
+}
+
+my_status() {
+    local pid
+    my_setup_vars
+    if pid=$(my_pid); then
+        say mariadb "running 127.0.0.1:$MY_PORT (pid $pid, data $(show_path "$MY_DIR"))"
+    else
+        say mariadb "stopped (port $MY_PORT)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Demo REST API (platform_assets.demo_data.rest_api, serves GET /health)
+API_MODULE=platform_assets.demo_data.rest_api
+
+api_setup_vars() {
+    API_DIR="$STATE_DIR/demo-api"
+    API_PID_FILE="$API_DIR/demo-api.pid"
+    API_LOG="$API_DIR/demo-api.log"
+    API_PY="$PROJECT_ROOT/.venv/bin/python"
+    case $PLATFORM_DATA_DIR in
+        /*) API_DATA="$PLATFORM_DATA_DIR/sources/api" ;;
+        *) API_DATA="$PROJECT_ROOT/$PLATFORM_DATA_DIR/sources/api" ;;
+    esac
+}
+
+api_pid() {
+    local pid
+    pid=$(read_pid "$API_PID_FILE")
+    alive_as "$pid" "$API_MODULE" && printf '%s' "$pid"
+}
+
+api_healthy() {
+    local url="http://$DEMO_API_HOST:$DEMO_API_PORT/health"
+    if command -v curl >/dev/null; then
+        curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null
+    else
+        "$API_PY" -c 'import sys, urllib.request
+sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' "$url" 2>/dev/null
+    fi
+}
+
+api_up() {
+    local start pid i
+    start=$(now)
+    api_setup_vars
+    lock_service "$API_DIR"
+    if pid=$(api_pid); then
+        api_healthy || fail_start demo-api "running (pid $pid) but /health does not answer on $DEMO_API_HOST:$DEMO_API_PORT" "$API_LOG"
+        say demo-api "up  $DEMO_API_HOST:$DEMO_API_PORT (already running, pid $pid, log $(show_path "$API_LOG"))"
+        unlock_service
+        return 0
+    fi
+    if [[ ! -e $API_PY && ! -L $API_PY ]]; then
+        die "demo-api: $(show_path "$API_PY") not found: run 'make install' first (creates the project's .venv)"
+    elif [[ ! -x $API_PY ]]; then
+        die "demo-api: $(show_path "$API_PY") is not runnable by user $(id -un) (it points to $(readlink "$API_PY" || echo "?"):" \
+            "a folder this user cannot enter?); recreate the venv as this user with 'make install'"
+    fi
+    port_open "$DEMO_API_HOST" "$DEMO_API_PORT" \
+        && die "demo-api: port $DEMO_API_HOST:$DEMO_API_PORT is used by another process; stop it or set DEMO_API_PORT"
+    rm -f "$API_PID_FILE"
+    : >"$API_LOG"
+    # setsid + nohup: the server is in its own session and outlives this script.
+    (cd "$PROJECT_ROOT" && PYTHONUNBUFFERED=1 exec setsid nohup "$API_PY" -m "$API_MODULE" \
+        --host "$DEMO_API_HOST" --port "$DEMO_API_PORT" --data-dir "$API_DATA" \
+        </dev/null >>"$API_LOG" 2>&1 9>&-) &
+    pid=$!
+    printf '%s\n' "$pid" >"$API_PID_FILE"
+    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        api_healthy && break
+        alive "$pid" || { rm -f "$API_PID_FILE"; fail_start demo-api "server (pid $pid) died while starting" "$API_LOG"; }
+        sleep 0.2
+    done
+    api_healthy || fail_start demo-api "GET /health gave no 200 on $DEMO_API_HOST:$DEMO_API_PORT within ${READY_TIMEOUT} s (pid $pid)" "$API_LOG"
+    say demo-api "up  $DEMO_API_HOST:$DEMO_API_PORT (started in $(elapsed "$start"), pid $pid, log $(show_path "$API_LOG"))"
+    unlock_service
+}
+
+api_down() {
+    local pid
+    api_setup_vars
+    [[ -d $API_DIR ]] || { say demo-api "down (not running)"; return 0; }
+    lock_service "$API_DIR"
+    if ! pid=$(api_pid); then
+        rm -f "$API_PID_FILE"
+        say demo-api "down (not running)"
+        unlock_service
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+        warn "demo-api: pid $pid still running after ${STOP_TIMEOUT} s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || die "demo-api: pid $pid does not stop"
+    fi
+    rm -f "$API_PID_FILE"
+    say demo-api "down (stopped pid $pid)"
+    unlock_service
+}
+
+api_status() {
+    local pid
+    api_setup_vars
+    if pid=$(api_pid); then
+        say demo-api "running $DEMO_API_HOST:$DEMO_API_PORT (pid $pid, log $(show_path "$API_LOG"))"
+    else
+        say demo-api "stopped (port $DEMO_API_PORT)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+usage() {
+    cat >&2 <<'EOF'
+usage: deploy/local/services.sh up|down|status [postgres|mariadb|demo-api ...]   (default: all)
+       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server)
+Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
+EOF
+    exit 2
+}
+
+main() {
+    [[ $# -ge 1 ]] || usage
+    local action=$1 svc services=() need_packages=0
+    shift
+    case $action in
+        up | down | status | install) ;;
+        -h | --help | help) usage ;;
+        *) usage ;;
+    esac
+    load_env
+    # Connection settings from the environment must not redirect our own client calls.
+    unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSFILE
+    local var
+    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT; do
+        [[ ${!var} =~ ^[0-9]+$ ]] && ((10#${!var} >= 1 && 10#${!var} <= 65535)) \
+            || die "$var must be a TCP port number (1-65535), got '${!var}'"
+    done
+    init_state_dir
+    if [[ $action == install ]]; then
+        [[ $# -eq 0 ]] || usage
+        packages_missing || { say install "postgresql and mariadb-server already installed"; return 0; }
+        ensure_packages
+        return 0
+    fi
+    [[ $# -gt 0 ]] && services=("$@") || services=("${ALL_SERVICES[@]}")
+    for svc in "${services[@]}"; do
+        case $svc in
+            postgres | mariadb) need_packages=1 ;;
+            demo-api) ;;
+            *) die "unknown service '$svc' (known: ${ALL_SERVICES[*]})" ;;
+        esac
+    done
+    [[ $action == up && $need_packages -eq 1 ]] && ensure_packages
+    # Stop in reverse order of start.
+    if [[ $action == down ]]; then
+        local reversed=()
+        for ((i = ${#services[@]} - 1; i >= 0; i--)); do reversed+=("${services[i]}"); done
+        services=("${reversed[@]}")
+    fi
+    for svc in "${services[@]}"; do
+        case $action:$svc in
+            up:postgres) pg_up ;;
+            up:mariadb) my_up ;;
+            up:demo-api) api_up ;;
+            down:postgres) pg_down ;;
+            down:mariadb) my_down ;;
+            down:demo-api) api_down ;;
+            status:postgres) pg_status ;;
+            status:mariadb) my_status ;;
+            status:demo-api) api_status ;;
+        esac
+    done
+}
+
+main "$@"

@@ -1,0 +1,20 @@
+"""Settings shared by every test: local engines bind to 127.0.0.1, no telemetry."""
+
+import os
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session per test process (a session costs several seconds to start)."""
+    from resources.spark import SparkResource
+
+    session = SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="1g").session
+    session.sparkContext.setLogLevel("ERROR")
+    yield session

@@ -1,0 +1,108 @@
+"""The contract splits parsed records into typed rows and quarantined rows with reasons."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from platform_assets.sources.config import Contract
+from platform_assets.sources.contract import ContractError, apply_contract
+from platform_assets.sources.parse import Unparseable, parse_objects
+from resources.sources import RawObject
+
+CONTRACT = Contract.model_validate({
+    "max_bad_fraction": 0.8,
+    "primary_key": ["machine_id", "ts"],
+    "columns": {
+        "machine_id": {"type": "string", "required": True},
+        "ts": {"type": "timestamp", "required": True},
+        "temperature": {"type": "float", "min": -40, "max": 150},
+        "level": {"type": "string", "allowed": ["INFO", "ERROR"]},
+        "count": {"type": "int"},
+    },
+})
+DAY = dt.date(2026, 11, 1)
+
+
+def parse_csv(text: str, name="raw/r/date=2026-11-01/r.csv"):
+    return parse_objects("csv", [RawObject(name, text.encode())])
+
+
+def test_good_rows_are_typed_and_bad_rows_carry_reasons():
+    parsed = parse_csv(
+        "machine_id,ts,temperature,level,count\n"
+        "M1,2026-11-01T00:00:00Z,20.5,INFO,3\n"
+        "M1,2026-11-01T00:05:00Z,ERR,INFO,3\n"
+        ",2026-11-01T00:10:00Z,21,INFO,1\n"
+        "M2,yesterday,21,FATAL,1.5\n"
+        "M3,2026-11-01T00:15:00Z,900,,\n"
+    )
+    result = apply_contract("r", parsed.frame, CONTRACT, partition_column="ts", dates=[DAY])
+    assert list(result.clean["machine_id"]) == ["M1", "M3"]
+    assert str(result.clean["ts"].dtype) == "datetime64[us, UTC]"
+    assert result.clean["temperature"].tolist() == [20.5, 900.0]  # outliers are not contract breaks
+    assert str(result.clean["count"].dtype) == "Int64"
+    reasons = dict(zip(result.quarantine["source_row"], result.quarantine["reason"]))
+    assert reasons[3] == "temperature: 'ERR' is not a valid float"
+    assert reasons[4] == "machine_id: required value missing"
+    assert "ts: 'yesterday' is not a valid timestamp" in reasons[5]
+    assert "level: 'FATAL' is not one of INFO, ERROR" in reasons[5]
+    assert "count: '1.5' is not a valid int" in reasons[5]
+    assert set(result.quarantine["source"]) == {"r"}
+    assert '"temperature": "ERR"' in result.quarantine.set_index("source_row").at[3, "record"]
+
+
+def test_rows_outside_the_partition_are_quarantined_not_dropped():
+    parsed = parse_csv("machine_id,ts\nM1,2026-11-01T23:59:59Z\nM1,2026-11-02T00:00:00Z\n")
+    result = apply_contract("r", parsed.frame, CONTRACT, partition_column="ts", dates=[DAY])
+    assert len(result.clean) == 1 and result.clean["date"].tolist() == [DAY]
+    assert "outside the requested partitions 2026-11-01..2026-11-01" in result.quarantine["reason"].iloc[0]
+
+
+def test_missing_required_column_fails_wholesale_naming_file_and_column():
+    parsed = parse_csv("machine_id,temperature\nM1,20\n", name="raw/r/date=2026-11-01/bad.csv")
+    with pytest.raises(ContractError) as err:
+        apply_contract("readings", parsed.frame, CONTRACT)
+    message = str(err.value)
+    assert "source readings" in message and "ts" in message and "bad.csv" in message
+
+
+def test_mostly_broken_source_fails_wholesale():
+    parsed = parse_csv("machine_id,ts,temperature\nM1,x,1\nM1,y,1\nM1,2026-11-01T00:00:00Z,1\n")
+    strict = CONTRACT.model_copy(update={"max_bad_fraction": 0.5})
+    with pytest.raises(ContractError, match=r"2 of 3 records break the contract \(more than 50%\)"):
+        apply_contract("r", parsed.frame, strict)
+
+
+def test_unparseable_lines_are_counted_in_quarantine():
+    good = '{"machine_id": "M1", "ts": "2026-11-01T01:00:00Z", "context": {"a": {"b": 1}}}'
+    parsed = parse_objects("json", [RawObject("logs.jsonl", f'{good}\n{{"machine_id": "M1", "ts\n[1, 2]\n'.encode())])
+    assert [u.source_row for u in parsed.unparseable] == [2, 3]
+    result = apply_contract("logs", parsed.frame, CONTRACT, unparseable=parsed.unparseable,
+                            file_dates={"logs.jsonl": DAY})
+    assert len(result.clean) == 1 and len(result.quarantine) == 2
+    assert result.quarantine["reason"].iloc[0].startswith("invalid JSON")
+    assert result.quarantine["date"].tolist() == [DAY, DAY]
+
+
+def test_json_columns_keep_the_nested_document():
+    contract = Contract.model_validate({"columns": {"ctx": {"type": "json"}}})
+    frame = pd.DataFrame({"ctx": [{"user": {"id": 1}}, "not json", None],
+                          "_source_file": "f", "_source_row": [1, 2, 3]})
+    result = apply_contract("x", frame, contract, )
+    assert result.clean["ctx"].tolist() == ['{"user": {"id": 1}}', None]
+    assert "is not a valid json" in result.quarantine["reason"].iloc[0]
+
+
+def test_csv_line_with_wrong_field_count_is_quarantined():
+    parsed = parse_csv("machine_id,ts\nM1,2026-11-01T00:00:00Z\nM1,2026-11-01T00:01:00Z,extra\nM2,2026-11-01T00:02:00Z\n")
+    assert parsed.frame["_source_row"].tolist() == [2, 4]
+    assert parsed.unparseable[0].source_row == 3 and "3 fields" in parsed.unparseable[0].reason
+
+
+def test_database_types_pass_through():
+    frame = pd.DataFrame({"machine_id": ["M1"], "ts": [pd.Timestamp("2026-11-01 05:00")], "count": [4],
+                          "_source_file": "t.parquet", "_source_row": [1]})
+    result = apply_contract("db", frame, CONTRACT)
+    assert result.clean["ts"].iloc[0] == pd.Timestamp("2026-11-01 05:00", tz="UTC")
+    assert result.clean["count"].iloc[0] == 4 and result.quarantine.empty
