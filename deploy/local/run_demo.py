@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +43,7 @@ def generate_demo_data() -> None:
 
 def materialise_everything() -> bool:
     """One run of data_pipeline over the demo's whole partition window, printing each step as it lands."""
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
@@ -49,9 +52,9 @@ def materialise_everything() -> bool:
     from platform_assets.sources.config import load_catalogue
 
     keys = daily_partitions(load_catalogue()).get_partition_keys()
-    job = defs.get_job_def("data_pipeline")
+    job = defs.resolve_job_def("data_pipeline")
     instance = dg.DagsterInstance.get()
-    run_id = dg.make_new_run_id()
+    run_id = str(uuid.uuid4())
     total = len(defs.get_repository_def().asset_graph.get_all_asset_keys())
     print(f"== materialising {total} assets for partitions {keys[0]}..{keys[-1]} (run {run_id[:8]})")
     outcome: dict = {}
@@ -67,30 +70,31 @@ def materialise_everything() -> bool:
     worker = threading.Thread(target=run, daemon=True)
     started = time.monotonic()
     worker.start()
-    seen: set[int] = set()
-    done = 0
+    printed = 0
+    shown: set = set()
     wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE,
               DagsterEventType.ASSET_CHECK_EVALUATION}
-    while worker.is_alive() or not seen or len(seen) < len(instance.all_logs(run_id, of_type=wanted)):
-        for entry in instance.all_logs(run_id, of_type=wanted):
-            if entry.storage_id in seen:
-                continue
-            seen.add(entry.storage_id)
+    while True:
+        running = worker.is_alive()  # read before the logs, so the last poll sees every event
+        logs = instance.all_logs(run_id, of_type=wanted)
+        for entry in logs[printed:]:
             event = entry.dagster_event
             elapsed = time.monotonic() - started
             if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                done += 1
                 mat = event.event_specific_data.materialization
                 rows = mat.metadata.get("dagster/row_count")
-                rows_text = f"{rows.value:>9,} rows" if rows is not None else " " * 14
-                print(f"  [{done:>2}/{total}] {elapsed:6.1f}s  {rows_text}  {mat.asset_key.to_user_string()}")
+                if mat.asset_key not in shown:  # partitioned assets report once per day: show the first
+                    shown.add(mat.asset_key)
+                    parts = f"{len(keys)} days" if mat.partition else "snapshot"
+                    print(f"  [{len(shown):>2}/{total}] {elapsed:6.1f}s  {mat.asset_key.to_user_string():<42} {parts}")
             elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 ev = event.event_specific_data
                 if not ev.passed:
                     print(f"  check {ev.asset_key.to_user_string()}:{ev.check_name} did not pass ({ev.severity.value})")
             else:
                 print(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()[:400]}")
-        if not worker.is_alive() and len(seen) >= len(instance.all_logs(run_id, of_type=wanted)):
+        printed = len(logs)
+        if not running:
             break
         time.sleep(0.5)
     worker.join()
@@ -101,7 +105,7 @@ def materialise_everything() -> bool:
 def summarise_warehouse() -> None:
     from resources import build_resources
 
-    warehouse = build_resources()["warehouse"]
+    warehouse = build_resources()["warehouse"].process_config_and_initialize()
     counts = warehouse.query(
         "SELECT table_schema || '.' || table_name AS tbl FROM information_schema.tables "
         "WHERE table_schema IN ('marts', 'quarantine') ORDER BY 1"

@@ -77,8 +77,17 @@ def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
                       else (v if isinstance(v, str) else str(v))).astype(object)
 
 
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
 def _record_json(row: pd.Series) -> str:
-    return json.dumps({k: v for k, v in row.items() if k not in (SOURCE_FILE, SOURCE_ROW)}, default=str)
+    """The record as it arrived (before typing), for people reading the quarantine."""
+    record = {k: (None if not isinstance(v, (dict, list)) and pd.isna(v) else v)
+              for k, v in row.items() if k not in (SOURCE_FILE, SOURCE_ROW)}
+    return json.dumps(record, default=_json_default)
 
 
 def _quarantine_frame(source: str, rows: list[dict]) -> pd.DataFrame:
