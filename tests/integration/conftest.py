@@ -1,0 +1,146 @@
+"""Integration fixtures: the real PostgreSQL, MariaDB and demo REST API, with databases of the test's own.
+
+`make test` starts the services (deploy/local/services.sh); each test session creates fresh
+databases and a fresh lake under a temporary folder, points the platform's settings at them, and
+drops them afterwards, so tests never touch the demo's data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from platform_assets.settings import PROJECT_ROOT, load_local_defaults
+
+START = dt.date(2026, 11, 1)
+DAYS = 7  # the demo fleet itself: small sources need its size to stay under their bad-row limits
+
+
+@dataclass
+class PlatformUnderTest:
+    data: object
+    lake_root: Path
+    files_root: Path
+    env: dict
+
+
+def _require(what: str, host: str, port: int) -> None:
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError:
+        pytest.fail(f"{what} is not reachable at {host}:{port}: start the services with `make services-up`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
+                            user=os.environ["WAREHOUSE_USER"], password=os.environ["WAREHOUSE_PASSWORD"],
+                            dbname=os.environ["WAREHOUSE_DB"])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _mysql_admin(sql: str) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
+                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _start_api(data_dir: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "platform_assets.demo_data.rest_api", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(data_dir)],
+        cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"demo REST API exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("demo REST API did not answer /health within 30 s")
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> PlatformUnderTest:
+    from platform_assets.demo_data import write
+    from platform_assets.demo_data.generate import generate_fleet
+
+    load_local_defaults()
+    _require("PostgreSQL", os.environ["WAREHOUSE_HOST"], os.environ["WAREHOUSE_PORT"])
+    _require("MariaDB", os.environ["MYSQL_HOST"], os.environ["MYSQL_PORT"])
+    suffix = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("platform")
+    env = {
+        "WAREHOUSE_DB": f"t_wh_{suffix}", "OPS_POSTGRES_DB": f"t_ops_{suffix}", "MYSQL_DB": f"t_plant_{suffix}",
+        "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"),
+    }
+    for key in ("WAREHOUSE_DB", "OPS_POSTGRES_DB"):
+        _pg_admin(f'CREATE DATABASE "{env[key]}"')
+    _mysql_admin(f"CREATE DATABASE `{env['MYSQL_DB']}`")
+    saved = {k: os.environ.get(k) for k in [*env, "DEMO_API_URL"]}
+    os.environ.update(env)
+
+    data = generate_fleet(start_date=START, days=DAYS)
+    write.write_files(data, root / "files")
+    write.write_api_data(data, root / "api")
+    write.seed_postgres(data, {"host": os.environ["OPS_POSTGRES_HOST"], "port": int(os.environ["OPS_POSTGRES_PORT"]),
+                               "user": os.environ["OPS_POSTGRES_USER"], "password": os.environ["OPS_POSTGRES_PASSWORD"],
+                               "dbname": env["OPS_POSTGRES_DB"]})
+    write.seed_mysql(data, {"host": os.environ["MYSQL_HOST"], "port": int(os.environ["MYSQL_PORT"]),
+                            "user": os.environ["MYSQL_USER"], "password": os.environ["MYSQL_PASSWORD"],
+                            "database": env["MYSQL_DB"]})
+    port = free_port()
+    api = _start_api(root / "api", port)
+    os.environ["DEMO_API_URL"] = f"http://127.0.0.1:{port}"
+    try:
+        yield PlatformUnderTest(data=data, lake_root=root / "lake", files_root=root / "files", env=env)
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for key in ("WAREHOUSE_DB", "OPS_POSTGRES_DB"):
+            _pg_admin(f'DROP DATABASE IF EXISTS "{env[key]}" WITH (FORCE)')
+        _mysql_admin(f"DROP DATABASE IF EXISTS `{env['MYSQL_DB']}`")
+
+
+@pytest.fixture(scope="session")
+def warehouse(platform):
+    from resources import build_resources
+
+    return build_resources()["warehouse"].process_config_and_initialize()
