@@ -12,6 +12,16 @@ from platform_assets.sources.factory import build_source_assets
 from resources import build_resources
 
 
+# One sensor evaluates every asset's automation condition (cron refreshes of snapshot sources, eager
+# updates downstream). Running by default, so `make demo`'s daemon keeps the graph fresh.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "platform_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+)
+
+
 def build_definitions() -> dg.Definitions:
     catalogue = load_catalogue()
     partitions = daily_partitions(catalogue)
@@ -19,6 +29,7 @@ def build_definitions() -> dg.Definitions:
         assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions)],
         jobs=[data_pipeline],
         schedules=build_schedules(partitions),
+        sensors=[automation_sensor],
         resources=build_resources(),
     )
 

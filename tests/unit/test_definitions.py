@@ -37,3 +37,13 @@ def test_io_assets_retry_and_partitioned_assets_backfill_in_one_run():
     raw = repo.assets_defs_by_key[dg.AssetKey(["lake", "raw", "sensor_readings"])]
     assert raw.op.retry_policy.max_retries == 3
     assert raw.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_one_automation_sensor_runs_by_default_and_covers_conditioned_assets():
+    repo = defs.get_repository_def()
+    sensor = repo.get_sensor_def("platform_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    conditioned = {k for k, node in ((k, repo.asset_graph.get(k)) for k in repo.asset_graph.get_all_asset_keys())
+                   if node.automation_condition is not None}
+    assert dg.AssetKey(["lake", "raw", "machines"]) in conditioned
+    assert conditioned <= sensor.asset_selection.resolve(repo.asset_graph)
