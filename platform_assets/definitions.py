@@ -9,7 +9,10 @@ from platform_assets.batch.assets import build_batch_assets
 from platform_assets.partitions import daily_partitions
 from platform_assets.sources.config import load_catalogue
 from platform_assets.sources.factory import build_source_assets
+from platform_assets.streaming.assets import build_streaming_definitions
+from platform_assets.streaming.config import load_streams
 from resources import build_resources
+from sensors.kafka_streams import build_stream_sensor
 
 
 # One sensor evaluates every asset's automation condition (cron refreshes of snapshot sources, eager
@@ -24,12 +27,19 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 def build_definitions() -> dg.Definitions:
     catalogue = load_catalogue()
+    streams = load_streams(catalogue)
     partitions = daily_partitions(catalogue)
+    topic_specs, stream_assets, stream_jobs = build_streaming_definitions(catalogue, streams)
+    stream_sensors = [
+        build_stream_sensor(name, stream, job.name, asset.node_def.name)
+        for (name, stream), asset, job in zip(streams.streams.items(), stream_assets, stream_jobs)
+    ]
     return dg.Definitions(
-        assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions)],
-        jobs=[data_pipeline],
+        assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions),
+                *topic_specs, *stream_assets],
+        jobs=[data_pipeline, *stream_jobs],
         schedules=build_schedules(partitions),
-        sensors=[automation_sensor],
+        sensors=[automation_sensor, *stream_sensors],
         resources=build_resources(),
     )
 

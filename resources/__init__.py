@@ -6,13 +6,17 @@ from ``deploy/local/services.env``; in PROD the deployment sets them (see README
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from platform_assets.settings import load_local_defaults
 from resources.lake import LakeResource
 from resources.lake_io_manager import LakeParquetIOManager
+from resources.kafka import KafkaResource
 from resources.sources import FileStoreResource, MySQLSourceResource, PostgresSourceResource, RestApiResource
 from resources.spark import SparkResource
+from resources.stream_store import StreamStore
 from resources.warehouse import PostgresPandasIOManager, WarehouseResource
 
 
@@ -36,6 +40,15 @@ def build_resources() -> dict:
         "lake_io_manager": LakeParquetIOManager(lake=lake),
         "warehouse_io_manager": PostgresPandasIOManager(warehouse=warehouse),
         "spark": SparkResource(master=dg.EnvVar("SPARK_MASTER")),
+        "kafka": KafkaResource(
+            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
+            security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM"),
+            sasl_username=os.environ.get("KAFKA_SASL_USERNAME"),
+            sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD") if os.environ.get("KAFKA_SASL_PASSWORD") else None,
+            ssl_ca_location=os.environ.get("KAFKA_SSL_CA_LOCATION"),
+        ),
+        "stream_store": StreamStore(warehouse=warehouse),
         # Source connections, named by the catalogue's `connection` fields.
         "source_files": FileStoreResource(root=dg.EnvVar("SOURCE_FILES_ROOT")),
         "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource),

@@ -1,0 +1,1 @@
+"""Sensors: Kafka streams into micro-batch runs."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Local services for development and CI: PostgreSQL 15, MariaDB 10.11 and the demo REST API.
+# Local services for development and CI: PostgreSQL 15, MariaDB 10.11, a Kafka-protocol broker and the demo REST API.
 #
-#   deploy/local/services.sh up|down|status [postgres|mariadb|demo-api ...]   (default: all)
+#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|demo-api ...]   (default: all)
 #   deploy/local/services.sh install                                         (Debian packages only)
 #
 # Settings come from deploy/local/services.env; a variable already set in the environment wins.
@@ -13,7 +13,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 ENV_FILE="$SCRIPT_DIR/services.env"
-ALL_SERVICES=(postgres mariadb demo-api)
+ALL_SERVICES=(postgres mariadb kafka demo-api)
 READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
 STOP_TIMEOUT=${SERVICES_STOP_TIMEOUT:-30}     # seconds to wait for a server to exit
 
@@ -521,109 +521,147 @@ my_status() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Demo REST API (platform_assets.demo_data.rest_api, serves GET /health)
+# Background processes of the project's venv: the demo REST API and the Kafka-protocol broker.
+# Each is described by NAME, DIR, PATTERN (a unique part of its command line), HOST, PORT and a
+# health function; bg_up/bg_down/bg_status do the rest.
+VENV_PY="$PROJECT_ROOT/.venv/bin/python"
+
+require_venv() {
+    local name=$1
+    if [[ ! -e $VENV_PY && ! -L $VENV_PY ]]; then
+        die "$name: $(show_path "$VENV_PY") not found: run 'make install' first (creates the project's .venv)"
+    elif [[ ! -x $VENV_PY ]]; then
+        die "$name: $(show_path "$VENV_PY") is not runnable by user $(id -un) (it points to $(readlink "$VENV_PY" || echo "?"):" \
+            "a folder this user cannot enter?); recreate the venv as this user with 'make install'"
+    fi
+}
+
+bg_pid() {
+    local dir=$1 pattern=$2 pid
+    pid=$(read_pid "$dir/$(basename "$dir").pid")
+    alive_as "$pid" "$pattern" && printf '%s' "$pid"
+}
+
+# bg_up NAME DIR PATTERN HOST PORT HEALTH_FN -- COMMAND...
+bg_up() {
+    local name=$1 dir=$2 pattern=$3 host=$4 port=$5 health=$6 start pid i
+    shift 7
+    local pid_file="$dir/$name.pid" log="$dir/$name.log"
+    start=$(now)
+    lock_service "$dir"
+    if pid=$(bg_pid "$dir" "$pattern"); then
+        "$health" || fail_start "$name" "running (pid $pid) but not answering on $host:$port" "$log"
+        say "$name" "up  $host:$port (already running, pid $pid, log $(show_path "$log"))"
+        unlock_service
+        return 0
+    fi
+    require_venv "$name"
+    port_open "$host" "$port" && die "$name: port $host:$port is used by another process; stop it or change its port setting"
+    rm -f "$pid_file"
+    : >"$log"
+    # setsid + nohup: the server is in its own session and outlives this script.
+    (cd "$PROJECT_ROOT" && PYTHONUNBUFFERED=1 exec setsid nohup "$@" </dev/null >>"$log" 2>&1 9>&-) &
+    pid=$!
+    printf '%s\n' "$pid" >"$pid_file"
+    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+        "$health" && break
+        alive "$pid" || { rm -f "$pid_file"; fail_start "$name" "server (pid $pid) died while starting" "$log"; }
+        sleep 0.2
+    done
+    "$health" || fail_start "$name" "no answer on $host:$port within ${READY_TIMEOUT} s (pid $pid)" "$log"
+    say "$name" "up  $host:$port (started in $(elapsed "$start"), pid $pid, log $(show_path "$log"))"
+    unlock_service
+}
+
+bg_down() {
+    local name=$1 dir=$2 pattern=$3 pid
+    [[ -d $dir ]] || { say "$name" "down (not running)"; return 0; }
+    lock_service "$dir"
+    if ! pid=$(bg_pid "$dir" "$pattern"); then
+        rm -f "$dir/$name.pid"
+        say "$name" "down (not running)"
+        unlock_service
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+        warn "$name: pid $pid still running after ${STOP_TIMEOUT} s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || die "$name: pid $pid does not stop"
+    fi
+    rm -f "$dir/$name.pid"
+    say "$name" "down (stopped pid $pid)"
+    unlock_service
+}
+
+bg_status() {
+    local name=$1 dir=$2 pattern=$3 host=$4 port=$5 pid
+    if pid=$(bg_pid "$dir" "$pattern"); then
+        say "$name" "running $host:$port (pid $pid, log $(show_path "$dir/$name.log"))"
+    else
+        say "$name" "stopped (port $port)"
+    fi
+}
+
+# -- Demo REST API (platform_assets.demo_data.rest_api, serves GET /health)
 API_MODULE=platform_assets.demo_data.rest_api
 
-api_setup_vars() {
+api_vars() {
     API_DIR="$STATE_DIR/demo-api"
-    API_PID_FILE="$API_DIR/demo-api.pid"
-    API_LOG="$API_DIR/demo-api.log"
-    API_PY="$PROJECT_ROOT/.venv/bin/python"
     case $PLATFORM_DATA_DIR in
         /*) API_DATA="$PLATFORM_DATA_DIR/sources/api" ;;
         *) API_DATA="$PROJECT_ROOT/$PLATFORM_DATA_DIR/sources/api" ;;
     esac
 }
 
-api_pid() {
-    local pid
-    pid=$(read_pid "$API_PID_FILE")
-    alive_as "$pid" "$API_MODULE" && printf '%s' "$pid"
-}
-
 api_healthy() {
-    local url="http://$DEMO_API_HOST:$DEMO_API_PORT/health"
-    if command -v curl >/dev/null; then
-        curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null
-    else
-        "$API_PY" -c 'import sys, urllib.request
-sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' "$url" 2>/dev/null
-    fi
+    "$VENV_PY" -c 'import sys, urllib.request
+sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' \
+        "http://$DEMO_API_HOST:$DEMO_API_PORT/health" 2>/dev/null
 }
 
 api_up() {
-    local start pid i
-    start=$(now)
-    api_setup_vars
-    lock_service "$API_DIR"
-    if pid=$(api_pid); then
-        api_healthy || fail_start demo-api "running (pid $pid) but /health does not answer on $DEMO_API_HOST:$DEMO_API_PORT" "$API_LOG"
-        say demo-api "up  $DEMO_API_HOST:$DEMO_API_PORT (already running, pid $pid, log $(show_path "$API_LOG"))"
-        unlock_service
-        return 0
-    fi
-    if [[ ! -e $API_PY && ! -L $API_PY ]]; then
-        die "demo-api: $(show_path "$API_PY") not found: run 'make install' first (creates the project's .venv)"
-    elif [[ ! -x $API_PY ]]; then
-        die "demo-api: $(show_path "$API_PY") is not runnable by user $(id -un) (it points to $(readlink "$API_PY" || echo "?"):" \
-            "a folder this user cannot enter?); recreate the venv as this user with 'make install'"
-    fi
-    port_open "$DEMO_API_HOST" "$DEMO_API_PORT" \
-        && die "demo-api: port $DEMO_API_HOST:$DEMO_API_PORT is used by another process; stop it or set DEMO_API_PORT"
-    rm -f "$API_PID_FILE"
-    : >"$API_LOG"
-    # setsid + nohup: the server is in its own session and outlives this script.
-    (cd "$PROJECT_ROOT" && PYTHONUNBUFFERED=1 exec setsid nohup "$API_PY" -m "$API_MODULE" \
-        --host "$DEMO_API_HOST" --port "$DEMO_API_PORT" --data-dir "$API_DATA" \
-        </dev/null >>"$API_LOG" 2>&1 9>&-) &
-    pid=$!
-    printf '%s\n' "$pid" >"$API_PID_FILE"
-    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
-        api_healthy && break
-        alive "$pid" || { rm -f "$API_PID_FILE"; fail_start demo-api "server (pid $pid) died while starting" "$API_LOG"; }
-        sleep 0.2
-    done
-    api_healthy || fail_start demo-api "GET /health gave no 200 on $DEMO_API_HOST:$DEMO_API_PORT within ${READY_TIMEOUT} s (pid $pid)" "$API_LOG"
-    say demo-api "up  $DEMO_API_HOST:$DEMO_API_PORT (started in $(elapsed "$start"), pid $pid, log $(show_path "$API_LOG"))"
-    unlock_service
+    api_vars
+    bg_up demo-api "$API_DIR" "$API_MODULE" "$DEMO_API_HOST" "$DEMO_API_PORT" api_healthy -- \
+        "$VENV_PY" -m "$API_MODULE" --host "$DEMO_API_HOST" --port "$DEMO_API_PORT" --data-dir "$API_DATA"
+}
+api_down() { api_vars; bg_down demo-api "$API_DIR" "$API_MODULE"; }
+api_status() { api_vars; bg_status demo-api "$API_DIR" "$API_MODULE" "$DEMO_API_HOST" "$DEMO_API_PORT"; }
+
+# -- Kafka-protocol broker: noida-db from the venv (Apache Kafka is not installable here), then
+# the platform's topics (platform_assets/streams.yaml), created idempotently.
+kafka_vars() {
+    KAFKA_DIR="$STATE_DIR/kafka"
+    KAFKA_HOST=${KAFKA_BOOTSTRAP_SERVERS%%:*}
+    KAFKA_PORT=${KAFKA_BOOTSTRAP_SERVERS##*:}
 }
 
-api_down() {
-    local pid
-    api_setup_vars
-    [[ -d $API_DIR ]] || { say demo-api "down (not running)"; return 0; }
-    lock_service "$API_DIR"
-    if ! pid=$(api_pid); then
-        rm -f "$API_PID_FILE"
-        say demo-api "down (not running)"
-        unlock_service
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        warn "demo-api: pid $pid still running after ${STOP_TIMEOUT} s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || die "demo-api: pid $pid does not stop"
-    fi
-    rm -f "$API_PID_FILE"
-    say demo-api "down (stopped pid $pid)"
-    unlock_service
+kafka_healthy() {
+    "$VENV_PY" -c 'import sys
+from confluent_kafka.admin import AdminClient
+AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=2)' "$KAFKA_BOOTSTRAP_SERVERS" 2>/dev/null
 }
 
-api_status() {
-    local pid
-    api_setup_vars
-    if pid=$(api_pid); then
-        say demo-api "running $DEMO_API_HOST:$DEMO_API_PORT (pid $pid, log $(show_path "$API_LOG"))"
-    else
-        say demo-api "stopped (port $DEMO_API_PORT)"
-    fi
+kafka_up() {
+    local bin
+    kafka_vars
+    require_venv kafka
+    bin=$("$VENV_PY" -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))') \
+        || die "kafka: the noida-db package is missing from the venv: run 'make install'"
+    mkdir -p "$KAFKA_DIR/data"
+    # The binary itself, not its console-script wrapper: signalling the wrapper leaves the broker running.
+    bg_up kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT" kafka_healthy -- \
+        "$bin" start --only kafka --host "$KAFKA_HOST" --kafka-port "$KAFKA_PORT" --data-dir "$KAFKA_DIR/data"
+    (cd "$PROJECT_ROOT" && "$VENV_PY" -m platform_assets.streaming.topics) \
+        || die "kafka: creating the platform's topics failed"
 }
+kafka_down() { kafka_vars; bg_down kafka "$KAFKA_DIR" "noida-db start"; }
+kafka_status() { kafka_vars; bg_status kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT"; }
 
 # ---------------------------------------------------------------------------------------------
 usage() {
     cat >&2 <<'EOF'
-usage: deploy/local/services.sh up|down|status [postgres|mariadb|demo-api ...]   (default: all)
+usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|demo-api ...]   (default: all)
        deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
 EOF
@@ -658,7 +696,7 @@ main() {
     for svc in "${services[@]}"; do
         case $svc in
             postgres | mariadb) need_packages=1 ;;
-            demo-api) ;;
+            demo-api | kafka) ;;
             *) die "unknown service '$svc' (known: ${ALL_SERVICES[*]})" ;;
         esac
     done
@@ -680,6 +718,9 @@ main() {
             status:postgres) pg_status ;;
             status:mariadb) my_status ;;
             status:demo-api) api_status ;;
+            up:kafka) kafka_up ;;
+            down:kafka) kafka_down ;;
+            status:kafka) kafka_status ;;
         esac
     done
 }

@@ -1,0 +1,48 @@
+"""Create the catalogue's topics (idempotent): `python -m platform_assets.streaming.topics`.
+
+Existing topics with fewer partitions than declared are grown; partitions are never removed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from confluent_kafka.admin import NewPartitions, NewTopic
+
+
+def ensure_topics(admin, topics: dict, timeout: float = 10.0) -> dict[str, str]:
+    """{topic: 'created' | 'exists' | 'grown to N'} for each declared topic."""
+    existing = admin.list_topics(timeout=timeout).topics
+    outcome, create, grow = {}, [], []
+    for name, spec in topics.items():
+        if name not in existing:
+            create.append(NewTopic(name, num_partitions=spec.partitions, replication_factor=spec.replication_factor))
+        elif len(existing[name].partitions) < spec.partitions:
+            grow.append(NewPartitions(name, spec.partitions))
+        else:
+            outcome[name] = "exists"
+    for name, future in (admin.create_topics(create) if create else {}).items():
+        future.result(timeout)
+        outcome[name] = "created"
+    for name, future in (admin.create_partitions(grow) if grow else {}).items():
+        future.result(timeout)
+        outcome[name] = f"grown to {topics[name].partitions} partitions"
+    return outcome
+
+
+def main() -> int:
+    from platform_assets.settings import load_local_defaults, setting
+    from platform_assets.sources.config import load_catalogue
+    from platform_assets.streaming.config import load_streams
+    from resources.kafka import KafkaResource
+
+    load_local_defaults()
+    streams = load_streams(load_catalogue())
+    admin = KafkaResource(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS")).admin()
+    for name, what in ensure_topics(admin, streams.topics).items():
+        print(f"{'topic':<10} {name} ({streams.topics[name].partitions} partitions): {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

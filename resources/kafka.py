@@ -1,0 +1,184 @@
+"""Kafka through confluent-kafka: watermarks for sensors, exact offset ranges for micro-batches.
+
+The same settings reach a production cluster (SASL/TLS through the optional fields) and the local
+Kafka-protocol broker; nothing here depends on the local broker. Calls are bounded by timeouts:
+a sensor tick must never block on the broker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import dagster as dg
+
+
+class OffsetRange(NamedTuple):
+    partition: int
+    start: int  # inclusive
+    end: int  # exclusive
+
+
+class KafkaMessage(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class TopicNotFound(LookupError):
+    pass
+
+
+class KafkaUnavailable(ConnectionError):
+    pass
+
+
+class KafkaResource(dg.ConfigurableResource):
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    client_id: str = "dagster-ml-platform"
+    timeout_seconds: float = 10.0
+
+    def client_config(self) -> dict:
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol,
+                "client.id": self.client_id}
+        optional = {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password, "ssl.ca.location": self.ssl_ca_location}
+        conf.update({k: v for k, v in optional.items() if v})
+        return conf
+
+    # -- clients ---------------------------------------------------------------------------------
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self.client_config())
+
+    def producer(self, **overrides):
+        from confluent_kafka import Producer
+
+        return Producer({**self.client_config(), "enable.idempotence": True, "linger.ms": 5, **overrides})
+
+    def consumer(self, group_id: str, **overrides):
+        from confluent_kafka import Consumer
+
+        return Consumer({**self.client_config(), "group.id": group_id, "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "auto.offset.reset": "earliest", **overrides})
+
+    # -- metadata --------------------------------------------------------------------------------
+    def partitions(self, topic: str) -> list[int]:
+        try:
+            md = self.admin().list_topics(topic=topic, timeout=self.timeout_seconds)
+        except Exception as exc:  # KafkaException: broker unreachable within the timeout
+            raise KafkaUnavailable(f"Kafka at {self.bootstrap_servers} did not answer: {exc}") from exc
+        info = md.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise TopicNotFound(f"topic {topic!r} does not exist on {self.bootstrap_servers}")
+        return sorted(info.partitions)
+
+    def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
+        """(low, high) offsets per partition; reads metadata only, never messages."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer(group_id=f"{self.client_id}.watermarks")
+        try:
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout_seconds,
+                                                  cached=False)
+                for p in self.partitions(topic)
+            }
+        finally:
+            consumer.close()
+
+    def committed(self, group_id: str, topic: str) -> dict[int, int]:
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer(group_id=group_id)
+        try:
+            parts = [TopicPartition(topic, p) for p in self.partitions(topic)]
+            return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=self.timeout_seconds)}
+        finally:
+            consumer.close()
+
+    # -- data ------------------------------------------------------------------------------------
+    def read_ranges(self, topic: str, ranges: Sequence[OffsetRange], timeout_seconds: float = 60.0) -> list[KafkaMessage]:
+        """Exactly the messages of ``ranges``: assign, seek to each start, stop at each end."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        wanted = {r.partition: r for r in ranges if r.end > r.start}
+        if not wanted:
+            return []
+        consumer = self.consumer(group_id=f"{self.client_id}.reader", **{"enable.partition.eof": True})
+        messages: list[KafkaMessage] = []
+        try:
+            consumer.assign([TopicPartition(topic, r.partition, r.start) for r in wanted.values()])
+            position = {p: r.start for p, r in wanted.items()}
+            deadline = time.monotonic() + timeout_seconds
+            while wanted:
+                if time.monotonic() > deadline:
+                    missing = {p: (position[p], r.end) for p, r in wanted.items()}
+                    raise KafkaUnavailable(f"topic {topic}: offsets {missing} not readable within {timeout_seconds:.0f} s")
+                for msg in consumer.consume(num_messages=10_000, timeout=0.5):
+                    p = msg.partition()
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            if p in wanted and msg.offset() < wanted[p].end:
+                                continue  # the end is beyond what has arrived so far: keep waiting
+                            continue
+                        raise KafkaUnavailable(f"topic {topic} partition {p}: {msg.error()}")
+                    if p not in wanted:
+                        continue
+                    off = msg.offset()
+                    if off < position[p]:
+                        continue
+                    if off >= wanted[p].end:
+                        del wanted[p]
+                        consumer.incremental_unassign([TopicPartition(topic, p)])
+                        continue
+                    messages.append(KafkaMessage(p, off, msg.key(), msg.value(), msg.timestamp()[1]))
+                    position[p] = off + 1
+                    if position[p] >= wanted[p].end:
+                        del wanted[p]
+                        consumer.incremental_unassign([TopicPartition(topic, p)])
+        finally:
+            consumer.close()
+        return messages
+
+    def commit(self, group_id: str, topic: str, offsets: dict[int, int]) -> None:
+        """Record progress in the consumer group (for lag monitoring); called once data is durable."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self.consumer(group_id=group_id)
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+        finally:
+            consumer.close()
+
+    def produce(self, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+        """Produce and wait for every delivery report; raises if any message was not delivered."""
+        producer = self.producer()
+        errors: list[str] = []
+        sent = 0
+
+        def on_delivery(err, _msg):
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in records:
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            sent += 1
+        remaining = producer.flush(self.timeout_seconds)
+        if remaining or errors:
+            raise KafkaUnavailable(f"topic {topic}: {remaining} messages undelivered, errors: {errors[:3]}")
+        return sent
