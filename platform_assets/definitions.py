@@ -14,7 +14,6 @@ from platform_assets.streaming.config import load_streams
 from resources import build_resources
 from sensors.kafka_streams import build_stream_sensor
 
-
 # One sensor evaluates every asset's automation condition (cron refreshes of snapshot sources, eager
 # updates downstream). Running by default, so `make demo`'s daemon keeps the graph fresh.
 automation_sensor = dg.AutomationConditionSensorDefinition(

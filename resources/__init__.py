@@ -11,9 +11,9 @@ import os
 import dagster as dg
 
 from platform_assets.settings import load_local_defaults
+from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.lake_io_manager import LakeParquetIOManager
-from resources.kafka import KafkaResource
 from resources.sources import FileStoreResource, MySQLSourceResource, PostgresSourceResource, RestApiResource
 from resources.spark import SparkResource
 from resources.stream_store import StreamStore

@@ -74,7 +74,9 @@ class KafkaResource(dg.ConfigurableResource):
     # -- metadata --------------------------------------------------------------------------------
     def partitions(self, topic: str) -> list[int]:
         try:
-            md = self.admin().list_topics(topic=topic, timeout=self.timeout_seconds)
+            # All topics, not list_topics(topic=...): asking for one topic by name makes brokers with
+            # auto.create.topics.enable create it, which would hide a misspelt topic.
+            md = self.admin().list_topics(timeout=self.timeout_seconds)
         except Exception as exc:  # KafkaException: broker unreachable within the timeout
             raise KafkaUnavailable(f"Kafka at {self.bootstrap_servers} did not answer: {exc}") from exc
         info = md.topics.get(topic)

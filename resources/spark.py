@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 
 class SparkResource(dg.ConfigurableResource):
@@ -18,7 +18,7 @@ class SparkResource(dg.ConfigurableResource):
     shuffle_partitions: int = 4
     driver_memory: str = "2g"
     # Extra Spark properties (e.g. spark.hadoop.fs.s3a.* for an object-store lake).
-    extra_conf: dict[str, str] = {}
+    extra_conf: dict[str, str] = Field(default_factory=dict)
 
     _lazy: LazyPySparkResource | None = PrivateAttr(default=None)
 

@@ -28,7 +28,7 @@ class WarehouseResource(dg.ConfigurableResource):
     database: str
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator["psycopg2.extensions.connection"]:  # noqa: F821
+    def connect(self) -> Iterator[psycopg2.extensions.connection]:  # noqa: F821
         import psycopg2
 
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from platform_assets.settings import load_local_defaults  # noqa: E402
+from platform_assets.settings import load_local_defaults
 
 
 def prepare_environment() -> Path:
@@ -82,7 +82,6 @@ def materialise_everything() -> bool:
             elapsed = time.monotonic() - started
             if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
                 mat = event.event_specific_data.materialization
-                rows = mat.metadata.get("dagster/row_count")
                 if mat.asset_key not in shown:  # partitioned assets report once per day: show the first
                     shown.add(mat.asset_key)
                     parts = f"{len(keys)} days" if mat.partition else "snapshot"
@@ -133,7 +132,7 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 def serve_ui(home: Path) -> None:
     port = os.environ.get("DAGSTER_WEBSERVER_PORT", "23000")
     bin_dir = Path(sys.executable).parent
-    logs = {name: open(home / f"{name}.log", "ab") for name in ("webserver", "daemon")}
+    logs = {name: open(home / f"{name}.log", "ab") for name in ("webserver", "daemon")}  # noqa: SIM115 (open while they run)
     # Separate processes, default signal handling: `dagster dev` ignores SIGTERM when backgrounded.
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", port, "-w", "workspace.yaml"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,7 +33,7 @@ class ColumnContract(_Strict):
     allowed: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
-    def _range_only_for_numbers(self) -> "ColumnContract":
+    def _range_only_for_numbers(self) -> ColumnContract:
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError(f"min/max only apply to int and float columns, not {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -48,7 +48,7 @@ class Contract(_Strict):
     max_bad_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _keys_are_required_columns(self) -> "Contract":
+    def _keys_are_required_columns(self) -> Contract:
         for key in self.primary_key:
             if key not in self.columns:
                 raise ValueError(f"primary key column {key!r} is not declared in columns")
@@ -70,7 +70,7 @@ class _SourceBase(_Strict):
     rename: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _partition_column_declared(self) -> "_SourceBase":
+    def _partition_column_declared(self) -> _SourceBase:
         p = self.partitioning
         if p is not None:
             col = self.contract.columns.get(p.column)
@@ -110,7 +110,7 @@ class _DatabaseSource(_SourceBase):
     connection: str
 
     @model_validator(mode="after")
-    def _table_or_query(self) -> "_DatabaseSource":
+    def _table_or_query(self) -> _DatabaseSource:
         if (self.table is None) == (self.query is None):
             raise ValueError("give exactly one of table or query")
         return self
@@ -124,7 +124,7 @@ class MySQLSource(_DatabaseSource):
     kind: Literal["mysql"]
 
     @model_validator(mode="after")
-    def _table_only(self) -> "MySQLSource":
+    def _table_only(self) -> MySQLSource:
         if self.query is not None:
             raise ValueError("mysql sources read a table; give table, not query")
         return self
@@ -150,14 +150,14 @@ class RestSource(_SourceBase):
     pagination: Pagination = Pagination()
 
     @model_validator(mode="after")
-    def _snapshot_only(self) -> "RestSource":
+    def _snapshot_only(self) -> RestSource:
         if self.partitioning is not None:
             raise ValueError("rest sources are read as snapshots; partitioning is not supported for them yet")
         return self
 
 
 SourceConfig = Annotated[
-    Union[FileSource, PostgresSource, MySQLSource, RestSource], Field(discriminator="kind")
+    FileSource | PostgresSource | MySQLSource | RestSource, Field(discriminator="kind")
 ]
 
 
@@ -166,7 +166,7 @@ class PartitionWindow(_Strict):
     end_date: dt.date | None = None  # exclusive; None: up to today
 
     @model_validator(mode="after")
-    def _ordered(self) -> "PartitionWindow":
+    def _ordered(self) -> PartitionWindow:
         if self.end_date is not None and self.end_date <= self.start_date:
             raise ValueError("end_date must be after start_date")
         return self

@@ -58,7 +58,7 @@ class StreamConfig(_Strict):
     start_from: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
     @model_validator(mode="after")
-    def _anomalies_need_windows(self) -> "StreamConfig":
+    def _anomalies_need_windows(self) -> StreamConfig:
         if self.anomalies and not self.windows:
             raise ValueError("anomalies are computed from the windowed statistics: declare windows too")
         if self.anomalies and self.windows:
@@ -74,7 +74,7 @@ class StreamCatalogue(_Strict):
     streams: dict[str, StreamConfig]
 
     @model_validator(mode="after")
-    def _topics_declared(self) -> "StreamCatalogue":
+    def _topics_declared(self) -> StreamCatalogue:
         for name, stream in self.streams.items():
             if stream.topic not in self.topics:
                 raise ValueError(f"stream {name}: topic {stream.topic!r} is not declared under topics")

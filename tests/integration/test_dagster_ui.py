@@ -29,7 +29,7 @@ def graphql(port: int, query: str) -> dict:
 def test_webserver_serves_every_asset_with_its_group(tmp_path):
     port = free_port()
     (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "local" / "dagster.yaml").read_text())
-    log = open(tmp_path / "webserver.log", "wb")
+    log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 (open while the server runs)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
          "-w", "workspace.yaml"],

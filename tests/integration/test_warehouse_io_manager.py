@@ -14,7 +14,7 @@ def frame(day: dt.date, n: int, value: float = 1.0) -> pd.DataFrame:
 
 def test_partition_replace_is_idempotent_and_scoped(warehouse):
     d1, d2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
-    window = lambda d: (d, d + dt.timedelta(days=1))  # noqa: E731
+    window = lambda d: (d, d + dt.timedelta(days=1))
     warehouse.replace("t_io", "daily", frame(d1, 3), partition_column="date", window=window(d1))
     warehouse.replace("t_io", "daily", frame(d2, 2), partition_column="date", window=window(d2))
     warehouse.replace("t_io", "daily", frame(d1, 3, 9.0), partition_column="date", window=window(d1))

@@ -7,7 +7,7 @@ import pytest
 
 from platform_assets.sources.config import Contract
 from platform_assets.sources.contract import ContractError, apply_contract
-from platform_assets.sources.parse import Unparseable, parse_objects
+from platform_assets.sources.parse import parse_objects
 from resources.sources import RawObject
 
 CONTRACT = Contract.model_validate({
