@@ -129,6 +129,20 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
+def start_producers(home: Path) -> list[subprocess.Popen]:
+    """Live traffic for the streaming assets: readings (a few spikes, a few broken) and log events."""
+    rate = os.environ.get("DEMO_STREAM_RATE", "100")
+    specs = {"sensor_readings": ["--anomalies", "0.002", "--malformed", "0.005"], "app_logs": ["--malformed", "0.005"]}
+    procs = []
+    for stream, extra in specs.items():
+        log = open(home / f"producer-{stream}.log", "ab")  # noqa: SIM115 (open while it runs)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "platform_assets.streaming.produce", "--stream", stream, "--rate", rate,
+             "--duration", str(7 * 24 * 3600), *extra],
+            cwd=ROOT, stdout=log, stderr=log, start_new_session=True))
+    return procs
+
+
 def serve_ui(home: Path) -> None:
     port = os.environ.get("DAGSTER_WEBSERVER_PORT", "23000")
     bin_dir = Path(sys.executable).parent
@@ -140,12 +154,13 @@ def serve_ui(home: Path) -> None:
         subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
                          cwd=ROOT, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
     ]
+    producers = start_producers(home)
 
     def stop(*_):
-        for p in procs:
+        for p in producers + procs:
             if p.poll() is None:
                 p.terminate()
-        for p in procs:
+        for p in producers + procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -160,6 +175,10 @@ def serve_ui(home: Path) -> None:
         print(f"  Warehouse        postgresql://{os.environ['WAREHOUSE_USER']}@127.0.0.1:{os.environ['WAREHOUSE_PORT']}/{os.environ['WAREHOUSE_DB']}")
         print(f"  Lake             {os.environ['LAKE_ROOT']}")
         print(f"  Demo REST API    {os.environ['DEMO_API_URL']}/api/v1/sites")
+        print(f"  Kafka            {os.environ['KAFKA_BOOTSTRAP_SERVERS']}  (producers: .local/dagster/producer-*.log;"
+              f" watch: .venv/bin/python -m platform_assets.streaming.inspect --follow)")
+        print("  Streaming        the stream sensors launch micro-batches every few seconds: see /runs and the"
+              " 'streaming' asset group")
         print("  Ctrl-C stops the UI and the services this command started.")
         while all(p.poll() is None for p in procs):
             time.sleep(1)

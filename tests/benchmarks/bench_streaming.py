@@ -1,0 +1,247 @@
+"""Streaming benchmark: the platform's micro-batch path against the raw limit, and its latency.
+
+In one run, on the same events:
+
+1. **raw limit**: confluent-kafka consumes every message of a topic and pyarrow writes them as
+   Parquet (JSON decoded into columns, one file per partition); no validation, no Dagster;
+2. **platform, throughput**: the stream's micro-batch job (contract validation, dead letters, lake
+   files, window partials, anomaly detection, one warehouse transaction, offset commit), executed
+   in-process over the same offsets in batches of ``--batch`` messages;
+3. **platform, latency**: a real ``dagster-daemon`` runs the stream sensor, which launches a run per
+   micro-batch while a producer sends at a steady ``--rate`` for ``--seconds``; the latency of a
+   message is from its event time (set when produced) to the warehouse commit of its batch.
+
+Each part uses fresh topics, a fresh warehouse database and a fresh lake; all are removed at the end.
+
+    .venv/bin/python tests/benchmarks/bench_streaming.py [--messages 100000] [--batch 20000]
+        [--rate 200] [--seconds 60]
+
+The last line of stdout is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+warnings.filterwarnings("ignore")
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from platform_assets.settings import load_local_defaults
+from platform_assets.sources.config import load_catalogue
+from platform_assets.streaming.config import load_streams
+from platform_assets.streaming.produce import FleetStream, produce
+from platform_assets.streaming.topics import ensure_topics
+from resources.kafka import OffsetRange
+from tests.integration.conftest import _pg_admin
+from tests.integration.streaming_harness import STREAM, Harness, renamed
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def raw_limit(kafka, topic: str, total: int, out: Path) -> float:
+    """Seconds to consume ``total`` messages and write them as Parquet, one file per partition."""
+    started = time.perf_counter()
+    consumer = kafka.consumer(group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")
+    consumer.subscribe([topic])
+    rows: dict[int, list[dict]] = {}
+    seen = 0
+    while seen < total:
+        for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+            if msg.error():
+                continue
+            rows.setdefault(msg.partition(), []).append(json.loads(msg.value()))
+            seen += 1
+    consumer.close()
+    out.mkdir(parents=True, exist_ok=True)
+    for part, docs in rows.items():
+        pq.write_table(pa.Table.from_pylist(docs), out / f"p{part}.parquet")
+    return time.perf_counter() - started
+
+
+def platform_throughput(h: Harness, batch: int) -> tuple[float, int]:
+    """Seconds for the micro-batch job to ingest the whole topic in batches of about ``batch``."""
+    marks = h.kafka.watermarks(h.topic())
+    job = h.defs.resolve_job_def(f"stream_{STREAM}_job")
+    per_part = max(1, batch // len(marks))
+    position = {p: low for p, (low, _) in marks.items()}
+    runs, started = 0, time.perf_counter()
+    while any(position[p] < high for p, (_, high) in marks.items()):
+        ranges = [OffsetRange(p, position[p], min(high, position[p] + per_part))
+                  for p, (_, high) in marks.items() if position[p] < high]
+        config = {"ops": {h.asset_names[STREAM]: {"config": {"ranges": [r._asdict() for r in ranges]}}}}
+        result = job.execute_in_process(run_config=config, instance=h.instance, raise_on_error=True,
+                                        tags={"stream": STREAM})
+        assert result.success
+        for r in ranges:
+            position[r.partition] = r.end
+        runs += 1
+    return time.perf_counter() - started, runs
+
+
+def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Path) -> dict:
+    """Run dagster-daemon on the workspace while producing at ``rate``; latencies from the warehouse."""
+    home.mkdir(parents=True, exist_ok=True)
+    catalogue = home / "streams.yaml"
+    catalogue.write_text(yaml.safe_dump(json.loads(streams.model_dump_json())))
+    (home / "dagster.yaml").write_text((ROOT / "deploy" / "local" / "dagster.yaml").read_text())
+    env = {**env, "LAKE_ROOT": str(home / "lake")}  # a lake of its own: only this part's messages
+    os.environ["LAKE_ROOT"] = env["LAKE_ROOT"]
+    denv = {**os.environ, **env, "DAGSTER_HOME": str(home), "PLATFORM_STREAMS_FILE": str(catalogue)}
+    daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 (open while the daemon runs)
+    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                              cwd=ROOT, env=denv, stdout=daemon_log, stderr=subprocess.STDOUT)
+    h = Harness(streams)
+    try:
+        # Warm-up: wait for the daemon's first micro-batch before the timed window.
+        produce(h.kafka, h.topic(), FleetStream(STREAM, seed=1), rate=1e6, count=50, duration=None, progress=False)
+        deadline = time.monotonic() + 180
+        while not _batches(env).get("n"):
+            assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the daemon launched no micro-batch within 180 s"
+            time.sleep(1)
+        t0 = pd.Timestamp.now(tz="UTC")
+        log(f"  producing at {rate:g} msg/s for {seconds:g} s while the daemon runs the sensor")
+        tally = produce(h.kafka, h.topic(), FleetStream(STREAM, seed=2), rate=rate, count=None, duration=seconds,
+                        progress=False)
+        deadline = time.monotonic() + 120
+        while sum(high for _, high in h.kafka.watermarks(h.topic()).values()) > (_batches(env).get("end") or 0):
+            assert time.monotonic() < deadline, "backlog not drained within 120 s of the end of production"
+            time.sleep(1)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        daemon_log.close()
+    lat = _latencies(env, Path(env["LAKE_ROOT"]), t0)
+    runs = _batches(env, since=t0)["runs"]
+    return {"rate": rate, "seconds": seconds, "produced": tally["delivered"], "runs": runs,
+            "latency_p50_s": round(float(np.percentile(lat, 50)), 2), "latency_p95_s": round(float(np.percentile(lat, 95)), 2),
+            "latency_max_s": round(float(lat.max()), 2), "messages_measured": len(lat)}
+
+
+def _warehouse(env):
+    import psycopg2
+
+    return psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
+                            user=os.environ["WAREHOUSE_USER"], password=os.environ["WAREHOUSE_PASSWORD"],
+                            dbname=env["WAREHOUSE_DB"])
+
+
+def _batches(env, since=None) -> dict:
+    conn = _warehouse(env)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('streaming.batches')")
+            if cur.fetchone()[0] is None:
+                return {}
+            cur.execute("SELECT count(*), coalesce(sum(end_offset - start_offset), 0), count(DISTINCT run_id) "
+                        "FROM streaming.batches WHERE written_at >= coalesce(%s, '-infinity'::timestamptz)",
+                        (since.to_pydatetime() if since is not None else None,))
+            n, msgs, runs = cur.fetchone()
+            cur.execute("SELECT coalesce(sum(m), 0) FROM (SELECT max(end_offset) m FROM streaming.batches GROUP BY partition) x")
+            end = cur.fetchone()[0]
+            return {"n": n, "messages": int(msgs), "runs": runs, "end": int(end)}
+    finally:
+        conn.close()
+
+
+def _latencies(env, lake_root: Path, since: pd.Timestamp) -> np.ndarray:
+    """Event time → commit time of the batch that made each message durable, in seconds."""
+    import pyarrow.dataset as ds
+
+    conn = _warehouse(env)
+    try:
+        batches = pd.read_sql("SELECT partition, start_offset, end_offset, written_at FROM streaming.batches", conn)
+    finally:
+        conn.close()
+    lake = ds.dataset(lake_root / "stream" / STREAM, format="parquet", partitioning="hive") \
+        .to_table(columns=["ts", "_partition", "_offset"]).to_pandas()
+    lake = lake[lake["ts"] >= since]
+    out = []
+    for b in batches.itertuples():
+        rows = lake[(lake["_partition"] == b.partition) & (lake["_offset"] >= b.start_offset) & (lake["_offset"] < b.end_offset)]
+        out.append((pd.Timestamp(b.written_at) - rows["ts"]).dt.total_seconds().to_numpy())
+    return np.concatenate(out) if out else np.array([np.nan])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    load_local_defaults()
+    suffix = uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    env = {"WAREHOUSE_DB": f"bench_stream_{suffix}", "LAKE_ROOT": str(tmp / "lake")}
+    _pg_admin(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    topics_to_delete: list[str] = []
+    try:
+        base = load_streams(load_catalogue())
+        streams = renamed(base, f"bench-{suffix}")
+        h = Harness(streams)
+        topics_to_delete += list(streams.topics)
+        ensure_topics(h.kafka.admin(), streams.topics)
+        log(f"producing {args.messages:,} messages to {h.topic()}")
+        produce(h.kafka, h.topic(), FleetStream(STREAM, seed=7, malformed=0.01), rate=1e7, count=args.messages,
+                duration=None, progress=False)
+        log("raw limit: consume + Parquet")
+        raw_s = raw_limit(h.kafka, h.topic(), args.messages, tmp / "raw")
+        log("platform: micro-batch job in-process")
+        platform_s, runs = platform_throughput(h, args.batch)
+        log("platform: latency under a steady rate with the daemon")
+        streams2 = renamed(base, f"lat-{suffix}")
+        topics_to_delete += list(streams2.topics)
+        ensure_topics(h.kafka.admin(), streams2.topics)
+        latency = latency_under_load(streams2, env, args.rate, args.seconds, tmp / "dagster")
+        result = {
+            "benchmark": "streaming", "messages": args.messages,
+            "raw_s": round(raw_s, 3), "raw_events_per_s": round(args.messages / raw_s),
+            "platform_s": round(platform_s, 3), "platform_events_per_s": round(args.messages / platform_s),
+            "platform_runs": runs, "batch_messages": args.batch,
+            "ratio_raw_over_platform": round(platform_s / raw_s, 2), "latency": latency,
+        }
+        print(f"raw limit      {result['raw_events_per_s']:>9,} events/s  ({raw_s:.2f} s)")
+        print(f"platform       {result['platform_events_per_s']:>9,} events/s  ({platform_s:.2f} s, {runs} runs of "
+              f"~{args.batch:,})  = {result['ratio_raw_over_platform']}x the raw time")
+        print(f"latency @ {args.rate:g} msg/s for {args.seconds:g} s: p50 {latency['latency_p50_s']} s, "
+              f"p95 {latency['latency_p95_s']} s, max {latency['latency_max_s']} s over {latency['runs']} runs")
+        print(json.dumps(result))
+        return 0
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        try:
+            from resources.kafka import KafkaResource
+
+            KafkaResource(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"]).admin().delete_topics(topics_to_delete)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
+            log(f"could not delete topics: {exc}")
+        _pg_admin(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
