@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.batches (
     stream text NOT NULL, topic text NOT NULL, partition int NOT NULL,
     start_offset bigint NOT NULL, end_offset bigint NOT NULL,
     valid_messages int NOT NULL, dead_letters int NOT NULL,
-    run_id text, written_at timestamptz NOT NULL DEFAULT now(),
+    run_id text, written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (topic, partition, start_offset)
 );
 CREATE TABLE IF NOT EXISTS {SCHEMA}.dead_letters (
@@ -96,10 +96,11 @@ class StreamStore(dg.ConfigurableResource):
                     valid, dead = counts.get(r.partition, (0, 0))
                     cur.execute(
                         f"INSERT INTO {SCHEMA}.batches (stream, topic, partition, start_offset, end_offset, "
-                        "valid_messages, dead_letters, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                        "valid_messages, dead_letters, run_id, written_at) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,clock_timestamp()) "
                         "ON CONFLICT (topic, partition, start_offset) DO UPDATE SET end_offset = EXCLUDED.end_offset, "
                         "valid_messages = EXCLUDED.valid_messages, dead_letters = EXCLUDED.dead_letters, "
-                        "run_id = EXCLUDED.run_id, written_at = now()",
+                        "run_id = EXCLUDED.run_id, written_at = clock_timestamp()",
                         (stream, topic, r.partition, r.start, r.end, valid, dead, run_id),
                     )
                 for row in dead_letters.itertuples(index=False):

@@ -36,7 +36,11 @@ class ContractResult(NamedTuple):
 
 
 def _is_blank(series: pd.Series) -> pd.Series:
-    return series.isna() | series.map(lambda v: isinstance(v, str) and not v.strip())
+    """Missing, or text that is only whitespace (vectorised: this runs on every column of every row)."""
+    if series.dtype != object:
+        return series.isna()
+    text = series.astype("string")
+    return (text.isna() | (text.str.strip() == "")).fillna(True).astype(bool)
 
 
 def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
@@ -73,8 +77,8 @@ def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
         return series.map(lambda v: None if v is None or (not isinstance(v, (dict, list)) and pd.isna(v))
                           else to_json(v)).astype(object)
     # string
-    return series.map(lambda v: None if v is None or (not isinstance(v, (dict, list)) and pd.isna(v))
-                      else (v if isinstance(v, str) else str(v))).astype(object)
+    missing = series.isna()
+    return series.astype(str).where(~missing, None).astype(object)
 
 
 def _json_default(value):

@@ -69,8 +69,13 @@ def raw_limit(kafka, topic: str, total: int, out: Path) -> float:
         for msg in consumer.consume(num_messages=10_000, timeout=1.0):
             if msg.error():
                 continue
-            rows.setdefault(msg.partition(), []).append(json.loads(msg.value()))
             seen += 1
+            try:
+                doc = json.loads(msg.value())
+            except ValueError:
+                continue  # the raw path just skips what it cannot decode
+            if isinstance(doc, dict):
+                rows.setdefault(msg.partition(), []).append(doc)
     consumer.close()
     out.mkdir(parents=True, exist_ok=True)
     for part, docs in rows.items():
@@ -115,7 +120,7 @@ def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Pa
         # Warm-up: wait for the daemon's first micro-batch before the timed window.
         produce(h.kafka, h.topic(), FleetStream(STREAM, seed=1), rate=1e6, count=50, duration=None, progress=False)
         deadline = time.monotonic() + 180
-        while not _batches(env).get("n"):
+        while not _batches(env, h.topic()).get("n"):
             assert daemon.poll() is None, (home / "daemon.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the daemon launched no micro-batch within 180 s"
             time.sleep(1)
@@ -124,15 +129,15 @@ def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Pa
         tally = produce(h.kafka, h.topic(), FleetStream(STREAM, seed=2), rate=rate, count=None, duration=seconds,
                         progress=False)
         deadline = time.monotonic() + 120
-        while sum(high for _, high in h.kafka.watermarks(h.topic()).values()) > (_batches(env).get("end") or 0):
+        while sum(high for _, high in h.kafka.watermarks(h.topic()).values()) > (_batches(env, h.topic()).get("end") or 0):
             assert time.monotonic() < deadline, "backlog not drained within 120 s of the end of production"
             time.sleep(1)
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
         daemon_log.close()
-    lat = _latencies(env, Path(env["LAKE_ROOT"]), t0)
-    runs = _batches(env, since=t0)["runs"]
+    lat = _latencies(env, Path(env["LAKE_ROOT"]), t0, h.topic())
+    runs = _batches(env, h.topic(), since=t0)["runs"]
     return {"rate": rate, "seconds": seconds, "produced": tally["delivered"], "runs": runs,
             "latency_p50_s": round(float(np.percentile(lat, 50)), 2), "latency_p95_s": round(float(np.percentile(lat, 95)), 2),
             "latency_max_s": round(float(lat.max()), 2), "messages_measured": len(lat)}
@@ -146,7 +151,7 @@ def _warehouse(env):
                             dbname=env["WAREHOUSE_DB"])
 
 
-def _batches(env, since=None) -> dict:
+def _batches(env, topic: str, since=None) -> dict:
     conn = _warehouse(env)
     try:
         with conn.cursor() as cur:
@@ -154,23 +159,25 @@ def _batches(env, since=None) -> dict:
             if cur.fetchone()[0] is None:
                 return {}
             cur.execute("SELECT count(*), coalesce(sum(end_offset - start_offset), 0), count(DISTINCT run_id) "
-                        "FROM streaming.batches WHERE written_at >= coalesce(%s, '-infinity'::timestamptz)",
-                        (since.to_pydatetime() if since is not None else None,))
+                        "FROM streaming.batches WHERE topic = %s AND written_at >= coalesce(%s, '-infinity'::timestamptz)",
+                        (topic, since.to_pydatetime() if since is not None else None))
             n, msgs, runs = cur.fetchone()
-            cur.execute("SELECT coalesce(sum(m), 0) FROM (SELECT max(end_offset) m FROM streaming.batches GROUP BY partition) x")
+            cur.execute("SELECT coalesce(sum(m), 0) FROM (SELECT max(end_offset) m FROM streaming.batches "
+                        "WHERE topic = %s GROUP BY partition) x", (topic,))
             end = cur.fetchone()[0]
             return {"n": n, "messages": int(msgs), "runs": runs, "end": int(end)}
     finally:
         conn.close()
 
 
-def _latencies(env, lake_root: Path, since: pd.Timestamp) -> np.ndarray:
+def _latencies(env, lake_root: Path, since: pd.Timestamp, topic: str) -> np.ndarray:
     """Event time → commit time of the batch that made each message durable, in seconds."""
     import pyarrow.dataset as ds
 
     conn = _warehouse(env)
     try:
-        batches = pd.read_sql("SELECT partition, start_offset, end_offset, written_at FROM streaming.batches", conn)
+        batches = pd.read_sql("SELECT partition, start_offset, end_offset, written_at FROM streaming.batches "
+                              "WHERE topic = %(topic)s", conn, params={"topic": topic})
     finally:
         conn.close()
     lake = ds.dataset(lake_root / "stream" / STREAM, format="parquet", partitioning="hive") \
