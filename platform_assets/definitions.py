@@ -5,7 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from jobs import build_schedules, data_pipeline
+from jobs.ml import ml_pipeline, ml_weekly, record_run_failures
 from platform_assets.batch.assets import build_batch_assets
+from platform_assets.ml.assets import build_ml_assets
+from platform_assets.ml.config import load_models
 from platform_assets.partitions import daily_partitions
 from platform_assets.sources.config import load_catalogue
 from platform_assets.sources.factory import build_source_assets
@@ -35,10 +38,10 @@ def build_definitions() -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions),
-                *topic_specs, *stream_assets],
-        jobs=[data_pipeline, *stream_jobs],
-        schedules=build_schedules(partitions),
-        sensors=[automation_sensor, *stream_sensors],
+                *topic_specs, *stream_assets, *build_ml_assets(load_models())],
+        jobs=[data_pipeline, *stream_jobs, ml_pipeline],
+        schedules=[*build_schedules(partitions), ml_weekly],
+        sensors=[automation_sensor, *stream_sensors, record_run_failures],
         resources=build_resources(),
     )
 

@@ -14,6 +14,8 @@ from platform_assets.settings import load_local_defaults
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.lake_io_manager import LakeParquetIOManager
+from resources.mlflow_tracking import MlflowResource
+from resources.online_store import OnlineStoreResource
 from resources.sources import FileStoreResource, MySQLSourceResource, PostgresSourceResource, RestApiResource
 from resources.spark import SparkResource
 from resources.stream_store import StreamStore
@@ -49,6 +51,8 @@ def build_resources() -> dict:
             ssl_ca_location=os.environ.get("KAFKA_SSL_CA_LOCATION"),
         ),
         "stream_store": StreamStore(warehouse=warehouse),
+        "mlflow": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
+        "online_store": OnlineStoreResource(host=dg.EnvVar("REDIS_HOST"), port=dg.EnvVar.int("REDIS_PORT")),
         # Source connections, named by the catalogue's `connection` fields.
         "source_files": FileStoreResource(root=dg.EnvVar("SOURCE_FILES_ROOT")),
         "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource),

@@ -60,6 +60,13 @@ class WarehouseResource(dg.ConfigurableResource):
         window: tuple[dt.datetime | dt.date, dt.datetime | dt.date] | None = None,
     ) -> int:
         """Replace a table (or the rows of one partition window) with ``frame``, atomically."""
+        return self._write(schema, table, frame, partition_column=partition_column, window=window, append=False)
+
+    def append(self, schema: str, table: str, frame: pd.DataFrame) -> int:
+        """Add rows (for logs of events, such as run failures), creating the table on first use."""
+        return self._write(schema, table, frame, append=True)
+
+    def _write(self, schema, table, frame, *, partition_column=None, window=None, append: bool) -> int:
         from psycopg2 import sql as q
 
         ident = q.Identifier(schema, table)
@@ -77,7 +84,9 @@ class WarehouseResource(dg.ConfigurableResource):
                             ident, q.Identifier(c), q.SQL(pg_type(frame[c]))
                         )
                     )
-                if partition_column and window:
+                if append:
+                    pass
+                elif partition_column and window:
                     cur.execute(
                         q.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
                             ident, q.Identifier(partition_column), q.Identifier(partition_column)

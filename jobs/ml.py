@@ -1,0 +1,31 @@
+"""The ML job, its schedule, and a sensor that records why runs fail."""
+
+import dagster as dg
+import pandas as pd
+
+from resources.warehouse import WarehouseResource
+
+ml_pipeline = dg.define_asset_job(
+    name="ml_pipeline",
+    selection=dg.AssetSelection.groups("ml"),
+    description="Feature sets → candidates (MLflow) → challenger gate → champion alias → online store.",
+)
+
+# Weekly retraining on top of the eager retraining that follows feature-set updates.
+ml_weekly = dg.ScheduleDefinition(name="ml_weekly_retraining", job=ml_pipeline, cron_schedule="0 3 * * 0",
+                                  execution_timezone="UTC")
+
+
+@dg.run_failure_sensor(name="record_run_failures", minimum_interval_seconds=30,
+                       default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Records every failed run (job, step, error) in the warehouse table ops.run_failures.")
+def record_run_failures(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
+
+    steps = context.get_step_failure_events()
+    rows = pd.DataFrame([{
+        "run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name,
+        "step": e.step_key, "error": (e.event_specific_data.error.message or "")[:4000],
+        "failed_at": pd.Timestamp.now(tz="UTC"),
+    } for e in steps] or [{"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "step": None,
+                           "error": (context.failure_event.message or "")[:4000], "failed_at": pd.Timestamp.now(tz="UTC")}])
+    warehouse.append("ops", "run_failures", rows)

@@ -1,0 +1,98 @@
+"""MLflow tracking and registry for the asset API.
+
+dagster-mlflow offers only the legacy ``mlflow_tracking`` resource (op-centric, global state) and
+an end-of-run hook; this small resource gives assets what they need instead: a run per
+materialisation tagged with the Dagster run, asset and partitions, models logged with signature and
+input example and registered as versions, and alias moves. Its settings come from the environment
+like every other resource (``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+
+import dagster as dg
+
+from platform_assets.settings import PROJECT_ROOT
+
+CHAMPION = "champion"
+
+
+def code_version() -> str:
+    """The git commit of the code that trained a model (``unknown`` outside a checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("PLATFORM_CODE_VERSION", "unknown")
+
+
+class MlflowResource(dg.ConfigurableResource):
+    tracking_uri: str
+    experiment_prefix: str = "platform"
+
+    def _mlflow(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @contextlib.contextmanager
+    def run(self, context: dg.AssetExecutionContext, experiment: str, run_name: str, tags: dict | None = None) -> Iterator:
+        """An MLflow run tagged with where it came from in Dagster."""
+        mlflow = self._mlflow()
+        mlflow.set_experiment(f"{self.experiment_prefix}/{experiment}")
+        key = context.asset_key.to_user_string() if len(context.assets_def.keys) == 1 else context.op.name
+        base_tags = {"dagster.run_id": context.run_id, "dagster.asset": key, "dagster.job": context.job_name,
+                     "code_version": code_version()}
+        with mlflow.start_run(run_name=run_name, tags={**base_tags, **(tags or {})}) as run:
+            yield run
+
+    def log_sklearn(self, pipeline, registered_name: str, input_example, tags: dict | None = None):
+        """Log a fitted pipeline with signature and input example; register it as a new version.
+
+        Saved with cloudpickle on purpose: mlflow 3.17's default (skops) refuses to load scikit-learn
+        types it does not trust, which includes the pipelines here; the registry is ours, so trusted.
+        """
+        mlflow = self._mlflow()
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(input_example, _predict_for_signature(pipeline, input_example))
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", signature=signature, input_example=input_example,
+            registered_model_name=registered_name, serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
+        version = str(info.registered_model_version)
+        client = self.client()
+        for k, v in (tags or {}).items():
+            client.set_model_version_tag(registered_name, version, k, str(v))
+        return version
+
+    def champion(self, registered_name: str):
+        """The version the ``champion`` alias points to, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(registered_name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def load(self, registered_name: str, version: str):
+        return self._mlflow().sklearn.load_model(f"models:/{registered_name}/{version}")
+
+    def promote(self, registered_name: str, version: str) -> None:
+        self.client().set_registered_model_alias(registered_name, CHAMPION, version)
+
+
+def _predict_for_signature(pipeline, example):
+    if hasattr(pipeline, "predict_proba"):
+        return pipeline.predict_proba(example)
+    return pipeline.predict(example)
