@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Local services for development and CI: PostgreSQL 15, MariaDB 10.11, a Kafka-protocol broker and the demo REST API.
+# Local services for development and CI: PostgreSQL 15, MariaDB 10.11, a Kafka-protocol broker,
+# Redis 7 (online feature store), the MLflow tracking server (PostgreSQL backend) and the demo REST API.
 #
-#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|demo-api ...]   (default: all)
-#   deploy/local/services.sh install                                         (Debian packages only)
+#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
+#   deploy/local/services.sh install                                                      (Debian packages only)
 #
 # Settings come from deploy/local/services.env; a variable already set in the environment wins.
 # All state (data, logs, pid files, config) lives under $PROJECT_ROOT/.local/services/<name>/
@@ -13,8 +14,10 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 ENV_FILE="$SCRIPT_DIR/services.env"
-ALL_SERVICES=(postgres mariadb kafka demo-api)
+ALL_SERVICES=(postgres mariadb kafka redis mlflow demo-api)   # start order; `down` stops in reverse
 READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
+# MLflow imports its whole stack and migrates its database on a first start (about 10 s here): allow more.
+MLFLOW_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
 STOP_TIMEOUT=${SERVICES_STOP_TIMEOUT:-30}     # seconds to wait for a server to exit
 
 # ---------------------------------------------------------------------------------------------
@@ -137,14 +140,25 @@ init_state_dir() {
 # Debian packages
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 MARIADBD=/usr/sbin/mariadbd
+REDIS_SERVER=/usr/bin/redis-server
 
+# True when a package is missing; MISSING_PACKAGES lists them (only those are installed, so that
+# servers already installed, and maybe running, are never upgraded under their feet).
 packages_missing() {
-    local f
-    for f in "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql" \
-        "$MARIADBD" /usr/bin/mariadb-install-db /usr/bin/mariadb /usr/bin/mariadb-admin; do
-        [[ -x $f ]] || return 0
+    local pkg f files
+    MISSING_PACKAGES=()
+    for pkg in postgresql mariadb-server mariadb-client redis-server; do
+        case $pkg in
+            postgresql) files=("$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql") ;;
+            mariadb-server) files=("$MARIADBD" /usr/bin/mariadb-install-db) ;;
+            mariadb-client) files=(/usr/bin/mariadb /usr/bin/mariadb-admin) ;;
+            redis-server) files=("$REDIS_SERVER") ;;
+        esac
+        for f in "${files[@]}"; do
+            [[ -x $f ]] || { MISSING_PACKAGES+=("$pkg"); break; }
+        done
     done
-    return 1
+    ((${#MISSING_PACKAGES[@]} > 0))
 }
 
 ensure_packages() {
@@ -152,24 +166,24 @@ ensure_packages() {
     local log="$STATE_DIR/install.log" start sudo=() fd
     start=$(now)
     if ! is_root; then
-        command -v sudo >/dev/null || die "PostgreSQL/MariaDB are not installed and sudo is missing: as root run" \
-            "apt-get update && apt-get install -y --no-install-recommends postgresql mariadb-server mariadb-client"
+        command -v sudo >/dev/null || die "${MISSING_PACKAGES[*]} not installed and sudo is missing: as root run" \
+            "apt-get update && apt-get install -y --no-install-recommends ${MISSING_PACKAGES[*]}"
         sudo=(sudo)
     fi
-    command -v apt-get >/dev/null || die "PostgreSQL/MariaDB are not installed and apt-get is missing (not Debian?)"
+    command -v apt-get >/dev/null || die "${MISSING_PACKAGES[*]} not installed and apt-get is missing (not Debian?)"
     # One install at a time, even with parallel callers.
     exec {fd}>"$STATE_DIR/.install.lock"
     flock -w 600 "$fd" || die "could not lock $STATE_DIR/.install.lock"
     if packages_missing; then
-        printf '%-10s %s\n' install "installing postgresql mariadb-server (apt-get, log $(show_path "$log")) ..."
+        printf '%-10s %s\n' install "installing ${MISSING_PACKAGES[*]} (apt-get, log $(show_path "$log")) ..."
         {
             echo "=== $(date -Is) apt-get update"
             "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
             echo "=== $(date -Is) apt-get install"
             "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-                postgresql mariadb-server mariadb-client
+                "${MISSING_PACKAGES[@]}"
         } >>"$log" 2>&1 || { show_logs "$log"; die "package install failed (log: $log)"; }
-        packages_missing && { show_logs "$log"; die "packages installed but $PG_BIN/initdb or $MARIADBD still missing"; }
+        packages_missing && { show_logs "$log"; die "packages installed but ${MISSING_PACKAGES[*]} still incomplete"; }
         say install "done in $(elapsed "$start")"
     fi
     exec {fd}>&-
@@ -521,9 +535,11 @@ my_status() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Background processes of the project's venv: the demo REST API and the Kafka-protocol broker.
-# Each is described by NAME, DIR, PATTERN (a unique part of its command line), HOST, PORT and a
-# health function; bg_up/bg_down/bg_status do the rest.
+# Background processes: the demo REST API, the Kafka-protocol broker and the MLflow server (from
+# the project's venv), and Redis. Each is described by NAME, DIR, PATTERN (a unique part of its
+# command line), HOST, PORT and a health function; bg_up/bg_down/bg_status do the rest. Each runs
+# in its own session and process group (setsid), and `down` stops the whole group, so servers that
+# spawn workers (MLflow: uvicorn) leave nothing behind.
 VENV_PY="$PROJECT_ROOT/.venv/bin/python"
 
 require_venv() {
@@ -542,10 +558,12 @@ bg_pid() {
     alive_as "$pid" "$pattern" && printf '%s' "$pid"
 }
 
-# bg_up NAME DIR PATTERN HOST PORT HEALTH_FN -- COMMAND...
+# bg_up NAME DIR PATTERN HOST PORT HEALTH_FN [READY_TIMEOUT] -- COMMAND...
 bg_up() {
-    local name=$1 dir=$2 pattern=$3 host=$4 port=$5 health=$6 start pid i
-    shift 7
+    local name=$1 dir=$2 pattern=$3 host=$4 port=$5 health=$6 timeout=$READY_TIMEOUT start pid i
+    shift 6
+    [[ $1 == -- ]] || { timeout=$1; shift; }
+    shift
     local pid_file="$dir/$name.pid" log="$dir/$name.log"
     start=$(now)
     lock_service "$dir"
@@ -555,7 +573,7 @@ bg_up() {
         unlock_service
         return 0
     fi
-    require_venv "$name"
+    case " $* " in *" $VENV_PY "*) require_venv "$name" ;; esac
     port_open "$host" "$port" && die "$name: port $host:$port is used by another process; stop it or change its port setting"
     rm -f "$pid_file"
     : >"$log"
@@ -563,18 +581,32 @@ bg_up() {
     (cd "$PROJECT_ROOT" && PYTHONUNBUFFERED=1 exec setsid nohup "$@" </dev/null >>"$log" 2>&1 9>&-) &
     pid=$!
     printf '%s\n' "$pid" >"$pid_file"
-    for ((i = 0; i < READY_TIMEOUT * 5; i++)); do
+    for ((i = 0; i < timeout * 5; i++)); do
         "$health" && break
         alive "$pid" || { rm -f "$pid_file"; fail_start "$name" "server (pid $pid) died while starting" "$log"; }
         sleep 0.2
     done
-    "$health" || fail_start "$name" "no answer on $host:$port within ${READY_TIMEOUT} s (pid $pid)" "$log"
+    "$health" || fail_start "$name" "no answer on $host:$port within ${timeout} s (pid $pid)" "$log"
     say "$name" "up  $host:$port (started in $(elapsed "$start"), pid $pid, log $(show_path "$log"))"
     unlock_service
 }
 
+# Number of live (non-zombie) processes in process group PGID; group_alive: at least one.
+group_size() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { n++ } END { print n + 0 }'; }
+group_alive() { (($(group_size "$1") > 0)); }
+
+# Wait until PID exits and, when it leads its process group, every other member of that group too.
+wait_stopped() {
+    local pid=$1 group=$2 timeout=$3 i
+    for ((i = 0; i < timeout * 10; i++)); do
+        if [[ -n $group ]]; then group_alive "$pid" || return 0; else alive "$pid" || return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
 bg_down() {
-    local name=$1 dir=$2 pattern=$3 pid
+    local name=$1 dir=$2 pattern=$3 pid target group="" others=""
     [[ -d $dir ]] || { say "$name" "down (not running)"; return 0; }
     lock_service "$dir"
     if ! pid=$(bg_pid "$dir" "$pattern"); then
@@ -583,14 +615,22 @@ bg_down() {
         unlock_service
         return 0
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        warn "$name: pid $pid still running after ${STOP_TIMEOUT} s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || die "$name: pid $pid does not stop"
+    # bg_up starts each server as the leader of its own process group: signal the whole group.
+    target=$pid
+    if [[ $(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ') == "$pid" ]]; then
+        group=1
+        target=-$pid
+        others=$(($(group_size "$pid") - 1))
+        ((others > 0)) && others=" and $others other process(es) of its group" || others=""
+    fi
+    kill -TERM -- "$target" 2>/dev/null || true
+    if ! wait_stopped "$pid" "$group" "$STOP_TIMEOUT"; then
+        warn "$name: pid $pid ${group:+(or its process group) }still running after ${STOP_TIMEOUT} s; sending SIGKILL"
+        kill -KILL -- "$target" 2>/dev/null || true
+        wait_stopped "$pid" "$group" 5 || die "$name: pid $pid ${group:+(or its process group) }does not stop"
     fi
     rm -f "$dir/$name.pid"
-    say "$name" "down (stopped pid $pid)"
+    say "$name" "down (stopped pid $pid$others)"
     unlock_service
 }
 
@@ -614,11 +654,13 @@ api_vars() {
     esac
 }
 
-api_healthy() {
+# True when GET URL answers 200.
+http_ok() {
     "$VENV_PY" -c 'import sys, urllib.request
-sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' \
-        "http://$DEMO_API_HOST:$DEMO_API_PORT/health" 2>/dev/null
+sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)' "$1" 2>/dev/null
 }
+
+api_healthy() { http_ok "http://$DEMO_API_HOST:$DEMO_API_PORT/health"; }
 
 api_up() {
     api_vars
@@ -658,11 +700,76 @@ kafka_up() {
 kafka_down() { kafka_vars; bg_down kafka "$KAFKA_DIR" "noida-db start"; }
 kafka_status() { kafka_vars; bg_status kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT"; }
 
+# -- Redis (Debian's redis-server): the online feature store. In memory only (no RDB snapshot, no
+# AOF): its data does not survive a restart. Redis rewrites its process title to
+# "redis-server 127.0.0.1:PORT", so the pattern is just the program name (the pid file does the rest).
+redis_vars() { REDIS_DIR="$STATE_DIR/redis"; }
+
+# Ready: a real PING (redis-cli from redis-tools, else the venv's redis package).
+redis_healthy() {
+    if command -v redis-cli >/dev/null; then
+        [[ $(env -u REDISCLI_AUTH redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+    else
+        "$VENV_PY" -c 'import sys, redis
+sys.exit(0 if redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=2).ping() else 1)' "$REDIS_PORT" 2>/dev/null
+    fi
+}
+
+redis_up() {
+    redis_vars
+    [[ -x $REDIS_SERVER ]] || die "redis: $REDIS_SERVER not found: run 'services.sh install'"
+    mkdir -p "$REDIS_DIR"
+    bg_up redis "$REDIS_DIR" redis-server 127.0.0.1 "$REDIS_PORT" redis_healthy -- \
+        "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_DIR" --save "" --appendonly no \
+        --logfile "$REDIS_DIR/redis.log" --daemonize no
+}
+redis_down() { redis_vars; bg_down redis "$REDIS_DIR" redis-server; }
+redis_status() { redis_vars; bg_status redis "$REDIS_DIR" redis-server 127.0.0.1 "$REDIS_PORT"; }
+
+# -- MLflow tracking server (the venv's mlflow): runs and the model registry in the PostgreSQL
+# database MLFLOW_DB (owned by WAREHOUSE_USER, on the local postgres), artifacts served by the server
+# itself (mlflow-artifacts:/ URIs) from MLFLOW_ARTIFACTS_DIR. The connection string, with the
+# password, reaches the server through its environment, never its command line. Its job runner
+# (seven huey consumers, ~450 MB, for GenAI jobs the platform does not use) stays off unless
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true is set. The server runs uvicorn as a child process.
+mlflow_vars() {
+    MLFLOW_DIR="$STATE_DIR/mlflow"
+    case $MLFLOW_ARTIFACTS_DIR in
+        /*) MLFLOW_ARTIFACTS="$MLFLOW_ARTIFACTS_DIR" ;;
+        *) MLFLOW_ARTIFACTS="$PROJECT_ROOT/$MLFLOW_ARTIFACTS_DIR" ;;
+    esac
+}
+
+mlflow_healthy() { http_ok "http://$MLFLOW_HOST:$MLFLOW_PORT/health"; }
+
+mlflow_up() {
+    local uri
+    mlflow_vars
+    pg_setup_vars
+    require_venv mlflow
+    pg_pid >/dev/null || die "mlflow needs postgres (not running on 127.0.0.1:$PG_PORT): services.sh up postgres mlflow"
+    mkdir -p "$MLFLOW_DIR" "$MLFLOW_ARTIFACTS"
+    pg_provision_one "$WAREHOUSE_USER" "$WAREHOUSE_PASSWORD" "$MLFLOW_DB" >"$MLFLOW_DIR/provision.log" 2>&1 \
+        || fail_start mlflow "could not create PostgreSQL database $MLFLOW_DB" "$MLFLOW_DIR/provision.log"
+    [[ ${MLFLOW_TRACKING_URI%/} == "http://$MLFLOW_HOST:$MLFLOW_PORT" ]] \
+        || warn "mlflow: MLFLOW_TRACKING_URI ($MLFLOW_TRACKING_URI) is not this server (http://$MLFLOW_HOST:$MLFLOW_PORT)"
+    uri=$(U=$WAREHOUSE_USER P=$WAREHOUSE_PASSWORD D=$MLFLOW_DB "$VENV_PY" -c 'import os, sys, urllib.parse
+q = lambda k: urllib.parse.quote(os.environ[k], safe="")
+print("postgresql+psycopg2://%s:%s@127.0.0.1:%s/%s" % (q("U"), q("P"), sys.argv[1], q("D")))' "$PG_PORT")
+    local -x MLFLOW_BACKEND_STORE_URI=$uri MLFLOW_DISABLE_TELEMETRY=true
+    local -x MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
+    bg_up mlflow "$MLFLOW_DIR" "mlflow server" "$MLFLOW_HOST" "$MLFLOW_PORT" mlflow_healthy "$MLFLOW_READY_TIMEOUT" -- \
+        env -u MLFLOW_TRACKING_URI "$VENV_PY" -m mlflow server --serve-artifacts \
+        --artifacts-destination "$MLFLOW_ARTIFACTS" --host "$MLFLOW_HOST" --port "$MLFLOW_PORT" --workers 1
+}
+mlflow_down() { mlflow_vars; bg_down mlflow "$MLFLOW_DIR" "mlflow server"; }
+mlflow_status() { mlflow_vars; bg_status mlflow "$MLFLOW_DIR" "mlflow server" "$MLFLOW_HOST" "$MLFLOW_PORT"; }
+
 # ---------------------------------------------------------------------------------------------
 usage() {
     cat >&2 <<'EOF'
-usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|demo-api ...]   (default: all)
-       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server)
+usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
+       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
 EOF
     exit 2
@@ -681,24 +788,26 @@ main() {
     # Connection settings from the environment must not redirect our own client calls.
     unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSFILE
     local var
-    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT; do
+    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT REDIS_PORT MLFLOW_PORT; do
         [[ ${!var} =~ ^[0-9]+$ ]] && ((10#${!var} >= 1 && 10#${!var} <= 65535)) \
             || die "$var must be a TCP port number (1-65535), got '${!var}'"
     done
     init_state_dir
     if [[ $action == install ]]; then
         [[ $# -eq 0 ]] || usage
-        packages_missing || { say install "postgresql and mariadb-server already installed"; return 0; }
+        packages_missing || { say install "postgresql, mariadb-server and redis-server already installed"; return 0; }
         ensure_packages
         return 0
     fi
-    [[ $# -gt 0 ]] && services=("$@") || services=("${ALL_SERVICES[@]}")
-    for svc in "${services[@]}"; do
-        case $svc in
-            postgres | mariadb) need_packages=1 ;;
-            demo-api | kafka) ;;
-            *) die "unknown service '$svc' (known: ${ALL_SERVICES[*]})" ;;
-        esac
+    for svc in "$@"; do
+        [[ " ${ALL_SERVICES[*]} " == *" $svc "* ]] || die "unknown service '$svc' (known: ${ALL_SERVICES[*]})"
+    done
+    # The named services (default: all), in the order of ALL_SERVICES (mlflow needs postgres first).
+    for svc in "${ALL_SERVICES[@]}"; do
+        if [[ $# -eq 0 || " $* " == *" $svc "* ]]; then
+            services+=("$svc")
+            case $svc in postgres | mariadb | redis) need_packages=1 ;; esac
+        fi
     done
     [[ $action == up && $need_packages -eq 1 ]] && ensure_packages
     # Stop in reverse order of start.
@@ -721,6 +830,12 @@ main() {
             up:kafka) kafka_up ;;
             down:kafka) kafka_down ;;
             status:kafka) kafka_status ;;
+            up:redis) redis_up ;;
+            down:redis) redis_down ;;
+            status:redis) redis_status ;;
+            up:mlflow) mlflow_up ;;
+            down:mlflow) mlflow_down ;;
+            status:mlflow) mlflow_status ;;
         esac
     done
 }
