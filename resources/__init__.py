@@ -51,8 +51,11 @@ def build_resources() -> dict:
             ssl_ca_location=os.environ.get("KAFKA_SSL_CA_LOCATION"),
         ),
         "stream_store": StreamStore(warehouse=warehouse),
-        "mlflow": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
-        "online_store": OnlineStoreResource(host=dg.EnvVar("REDIS_HOST"), port=dg.EnvVar.int("REDIS_PORT")),
+        "mlflow": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
+                                 experiment_prefix=dg.EnvVar("MLFLOW_EXPERIMENT_PREFIX"),
+                                 registry_prefix=dg.EnvVar("MLFLOW_REGISTRY_PREFIX")),
+        "online_store": OnlineStoreResource(host=dg.EnvVar("REDIS_HOST"), port=dg.EnvVar.int("REDIS_PORT"),
+                                            db=dg.EnvVar.int("REDIS_DB")),
         # Source connections, named by the catalogue's `connection` fields.
         "source_files": FileStoreResource(root=dg.EnvVar("SOURCE_FILES_ROOT")),
         "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource),

@@ -33,6 +33,11 @@ def code_version() -> str:
 class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str
     experiment_prefix: str = "platform"
+    # Prefix of registered model names: lets several environments (or test sessions) share one server.
+    registry_prefix: str = ""
+
+    def registered_name(self, model: str) -> str:
+        return f"{self.registry_prefix}{model}"
 
     def _mlflow(self):
         import mlflow
@@ -69,6 +74,7 @@ class MlflowResource(dg.ConfigurableResource):
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=input_example,
             registered_model_name=registered_name, serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pip_requirements=_serving_requirements(),
         )
         version = str(info.registered_model_version)
         client = self.client()
@@ -90,6 +96,13 @@ class MlflowResource(dg.ConfigurableResource):
 
     def promote(self, registered_name: str, version: str) -> None:
         self.client().set_registered_model_alias(registered_name, CHAMPION, version)
+
+
+def _serving_requirements() -> list[str]:
+    """What loading the model needs, pinned to what trained it (instead of exporting the whole project)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("scikit-learn", "cloudpickle", "pandas", "numpy", "scipy")]
 
 
 def _predict_for_signature(pipeline, example):

@@ -75,8 +75,7 @@ def build_feature_set(name: str, fs: FeatureSetConfig) -> dg.AssetsDefinition:
         def _built(context: dg.AssetExecutionContext, hourly: pd.DataFrame, machines: pd.DataFrame,
                    maintenance: pd.DataFrame, failures: pd.DataFrame):
             frame = machine_hourly_features(hourly, machines, maintenance, failures)
-            context.add_output_metadata(_feature_meta(frame, fs))
-            yield dg.Output(frame)
+            yield dg.Output(frame, metadata=_feature_meta(frame, fs))
             leaks = int((frame["source_cutoff"] >= frame["as_of"]).sum())
             yield dg.AssetCheckResult(check_name="point_in_time", passed=leaks == 0, metadata={"rows_leaking": leaks})
 
@@ -152,7 +151,7 @@ def build_candidate(model_name: str, model: ModelConfig, fs: FeatureSetConfig, a
                 plot = Path(tmp) / "validation_plot.png"
                 plot.write_bytes(png)
                 mlflow_api.log_artifact(str(plot))
-            version = mlflow.log_sklearn(pipeline, model_name, splits.train[columns].head(5),
+            version = mlflow.log_sklearn(pipeline, mlflow.registered_name(model_name), splits.train[columns].head(5),
                                          tags={"algorithm": algorithm, f"val_{model.selection_metric}":
                                                val[model.selection_metric], "dagster_run_id": context.run_id})
         return dg.MaterializeResult(metadata={
@@ -194,7 +193,8 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
     metric, higher = model.selection_metric, model.higher_is_better
     checks = [
         dg.AssetCheckSpec("beats_champion", asset=ckey, blocking=True,
-                          description=f"Better {metric} than the current champion on the same validation split."),
+                          description=f"{metric} at least as good as the current champion's, re-scored on the "
+                                      f"same validation split."),
         dg.AssetCheckSpec("clears_floor", asset=ckey, blocking=True,
                           description=f"{metric} {'≥' if higher else '≤'} {model.floor} on validation."),
         dg.AssetCheckSpec("inputs_passed_checks", asset=ckey, blocking=True,
@@ -212,17 +212,18 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
             scores[md["algorithm"]] = md[f"val_{metric}"]
             if best is None or tr.better(md[f"val_{metric}"], best[f"val_{metric}"], higher):
                 best = md
-        champion = mlflow.champion(model_name)
+        registered = mlflow.registered_name(model_name)
+        champion = mlflow.champion(registered)
         champion_score = None
         if champion is not None:
             rows = tr.check_inputs(features, model, fs, model_name)
             splits = tr.split_by_time(rows, model, fs, model_name)
-            pipeline = mlflow.load(model_name, champion.version)
+            pipeline = mlflow.load(registered, champion.version)
             cols = list(pipeline.feature_names_in_)
             y = splits.validation[model.target].astype(int if model.task == "classification" else float)
             champion_score = tr.metrics(model.task, pipeline, splits.validation[cols], y)[metric]
-        same = champion is not None and str(champion.version) == str(best["model_version"])
-        beats = same or tr.better(best[f"val_{metric}"], champion_score, higher)
+        # Not worse than the champion: a retrain on unchanged data (an equal score) refreshes the champion.
+        beats = champion_score is None or not tr.better(champion_score, best[f"val_{metric}"], higher)
         floor_ok = best[f"val_{metric}"] >= model.floor if higher else best[f"val_{metric}"] <= model.floor
         inputs = _checks_passed(context, features_key(model.feature_set), ["point_in_time"]) if fs.builder else {}
         yield dg.MaterializeResult(metadata={
@@ -246,12 +247,12 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
     def _champion(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
         challenger = _latest_metadata(context, ckey)
         version = challenger["challenger_version"]
-        mlflow.promote(model_name, version)
+        mlflow.promote(mlflow.registered_name(model_name), version)
         candidate = _latest_metadata(context, candidate_key(model_name, challenger["challenger_algorithm"]))
         return dg.MaterializeResult(metadata={
             "champion_version": version, "algorithm": challenger["challenger_algorithm"],
             **{k: dg.MetadataValue.float(v) for k, v in candidate.items() if k.startswith("test_")},
-            "registry": f"models:/{model_name}@champion",
+            "registry": f"models:/{mlflow.registered_name(model_name)}@champion",
         })
 
     return [_challenger, _champion]

@@ -144,3 +144,13 @@ def warehouse(platform):
     from resources import build_resources
 
     return build_resources()["warehouse"].process_config_and_initialize()
+
+
+@pytest.fixture(scope="session")
+def batch_run(platform):
+    """The whole batch path materialised once over the demo week (shared by batch and ML tests)."""
+    from tests.integration.pipeline import failure_messages, run_assets
+
+    result = run_assets(START, START + dt.timedelta(days=DAYS - 1))
+    assert result.success, failure_messages(result)
+    return result

@@ -31,10 +31,8 @@ def table_counts(warehouse) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def first_run(platform):
-    result = run_assets(START, END)
-    assert result.success, failure_messages(result)
-    return result
+def first_run(batch_run):
+    return batch_run
 
 
 def test_every_asset_materialises_and_blocking_checks_pass(first_run):
