@@ -41,28 +41,26 @@ def generate_demo_data() -> None:
     subprocess.run([sys.executable, "-m", "platform_assets.demo_data"], cwd=ROOT, check=True)
 
 
-def materialise_everything() -> bool:
-    """One run of data_pipeline over the demo's whole partition window, printing each step as it lands."""
+def run_with_progress(job_name: str, groups: tuple[str, ...], tags: dict | None = None) -> bool:
+    """One in-process run of a job on the demo's instance, printing each asset as it lands."""
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     import dagster as dg
     from dagster._core.events import DagsterEventType
 
     from platform_assets.definitions import defs
-    from platform_assets.partitions import daily_partitions
-    from platform_assets.sources.config import load_catalogue
 
-    keys = daily_partitions(load_catalogue()).get_partition_keys()
-    job = defs.resolve_job_def("data_pipeline")
+    job = defs.resolve_job_def(job_name)
     instance = dg.DagsterInstance.get()
     run_id = str(uuid.uuid4())
-    total = len(defs.get_repository_def().asset_graph.get_all_asset_keys())
-    print(f"== materialising {total} assets for partitions {keys[0]}..{keys[-1]} (run {run_id[:8]})")
+    total = len(dg.AssetSelection.groups(*groups).resolve(defs.get_repository_def().asset_graph))
+    span = f" for partitions {tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}" \
+        if tags else ""
+    print(f"== {job_name}: {total} assets{span} (run {run_id[:8]})")
     outcome: dict = {}
 
     def run() -> None:
         result = job.execute_in_process(
-            instance=instance, run_id=run_id, raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+            instance=instance, run_id=run_id, raise_on_error=False, tags=tags or {},
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
         )
         outcome["success"] = result.success
@@ -84,7 +82,7 @@ def materialise_everything() -> bool:
                 mat = event.event_specific_data.materialization
                 if mat.asset_key not in shown:  # partitioned assets report once per day: show the first
                     shown.add(mat.asset_key)
-                    parts = f"{len(keys)} days" if mat.partition else "snapshot"
+                    parts = "partitioned" if mat.partition else ""
                     print(f"  [{len(shown):>2}/{total}] {elapsed:6.1f}s  {mat.asset_key.to_user_string():<42} {parts}")
             elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 ev = event.event_specific_data
@@ -97,7 +95,7 @@ def materialise_everything() -> bool:
             break
         time.sleep(0.5)
     worker.join()
-    print(f"== pipeline {'succeeded' if outcome.get('success') else 'FAILED'} in {time.monotonic() - started:.0f}s")
+    print(f"== {job_name} {'succeeded' if outcome.get('success') else 'FAILED'} in {time.monotonic() - started:.0f}s")
     return bool(outcome.get("success"))
 
 
@@ -114,6 +112,33 @@ def summarise_warehouse() -> None:
         schema, name = tbl.split(".")
         n = warehouse.query(f'SELECT count(*) AS n FROM "{schema}"."{name}"')["n"].iloc[0]
         print(f"  {tbl:<40} {n:>9,} rows")
+
+
+def summarise_models() -> None:
+    from platform_assets.ml.config import load_models
+    from resources import build_resources
+
+    configured = build_resources()
+    mlflow = configured["mlflow"].process_config_and_initialize()
+    online = configured["online_store"].process_config_and_initialize()
+    print(f"== models (MLflow {os.environ['MLFLOW_TRACKING_URI']})")
+    client = mlflow.client()
+    for name, model in load_models().models.items():
+        registered = mlflow.registered_name(name)
+        champion = mlflow.champion(registered)
+        if champion is None:
+            print(f"  {registered:<28} no champion")
+            continue
+        metrics = client.get_run(champion.run_id).data.metrics
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())
+                          if k in (f"val_{model.selection_metric}", f"test_{model.selection_metric}"))
+        versions = len(client.search_model_versions(f"name = '{registered}'"))
+        print(f"  {registered:<28} champion v{champion.version} ({champion.tags.get('algorithm', '?')}), {shown}; "
+              f"{versions} versions")
+    for fs, cfg in load_models().feature_sets.items():
+        if cfg.online:
+            print(f"  online store: {len(online.entities(fs))} {cfg.entity}s of {fs} in Redis "
+                  f"{os.environ['REDIS_HOST']}:{os.environ['REDIS_PORT']}")
 
 
 def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -172,6 +197,8 @@ def serve_ui(home: Path) -> None:
         _wait_for(f"http://127.0.0.1:{port}/server_info", procs[0])
         print("== ready")
         print(f"  Dagster UI       http://127.0.0.1:{port}  (asset graph: /asset-groups, runs: /runs)")
+        print(f"  MLflow           {os.environ['MLFLOW_TRACKING_URI']}  (experiments platform/classification, "
+              f"platform/regression; models with alias 'champion')")
         print(f"  Warehouse        postgresql://{os.environ['WAREHOUSE_USER']}@127.0.0.1:{os.environ['WAREHOUSE_PORT']}/{os.environ['WAREHOUSE_DB']}")
         print(f"  Lake             {os.environ['LAKE_ROOT']}")
         print(f"  Demo REST API    {os.environ['DEMO_API_URL']}/api/v1/sites")
@@ -193,8 +220,15 @@ def main() -> int:
     started = time.monotonic()
     home = prepare_environment()
     generate_demo_data()
-    ok = materialise_everything()
+    from platform_assets.partitions import daily_partitions
+    from platform_assets.sources.config import load_catalogue
+
+    days = daily_partitions(load_catalogue()).get_partition_keys()
+    ok = run_with_progress("data_pipeline", ("raw", "clean", "quarantine", "processed", "warehouse"),
+                           {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
     summarise_warehouse()
+    ok = run_with_progress("ml_pipeline", ("ml",)) and ok
+    summarise_models()
     print(f"== pipeline part took {time.monotonic() - started:.0f}s")
     if os.environ.get("DEMO_NO_UI"):
         return 0 if ok else 1
