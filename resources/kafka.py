@@ -36,6 +36,16 @@ class KafkaUnavailable(ConnectionError):
     pass
 
 
+def produce_waiting(producer, topic: str, key, value, on_delivery) -> None:
+    """Produce one message, serving delivery reports while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 class KafkaResource(dg.ConfigurableResource):
     bootstrap_servers: str
     security_protocol: str = "PLAINTEXT"
@@ -173,12 +183,7 @@ class KafkaResource(dg.ConfigurableResource):
                 errors.append(str(err))
 
         for key, value in records:
-            while True:
-                try:
-                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            produce_waiting(producer, topic, key, value, on_delivery)
             sent += 1
         remaining = producer.flush(self.timeout_seconds)
         if remaining or errors:

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from platform_assets.sources.config import CatalogueError
+from platform_assets.sources.config import load_validated
 
 DEFAULT_MODELS = Path(__file__).resolve().parent.parent / "models.yaml"
 
@@ -101,14 +100,5 @@ class ModelCatalogue(_Strict):
 
 
 def load_models(path: str | os.PathLike | None = None) -> ModelCatalogue:
-    path = Path(path or os.environ.get("PLATFORM_MODELS_FILE") or DEFAULT_MODELS)
-    try:
-        return ModelCatalogue.model_validate(yaml.safe_load(path.read_text()))
-    except OSError as exc:
-        raise CatalogueError(f"cannot read model catalogue {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise CatalogueError(f"model catalogue {path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        lines = [f"model catalogue {path} is invalid:"]
-        lines += [f"  - {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise CatalogueError("\n".join(lines)) from None
+    return load_validated(Path(path or os.environ.get("PLATFORM_MODELS_FILE") or DEFAULT_MODELS),
+                          ModelCatalogue, "model catalogue")

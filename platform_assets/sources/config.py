@@ -186,22 +186,25 @@ class Catalogue(_Strict):
 
 
 class CatalogueError(ValueError):
-    """The catalogue file is unreadable or invalid; the message names the file and the fields."""
+    """A catalogue file is unreadable or invalid; the message names the file and the fields."""
 
 
-def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
-    path = Path(path or os.environ.get("PLATFORM_SOURCES_FILE") or DEFAULT_CATALOGUE)
+def load_validated(path: Path, model: type[BaseModel], what: str):
+    """Read a YAML catalogue and validate it, with errors that name the file and each bad field."""
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise CatalogueError(f"cannot read source catalogue {path}: {exc}") from exc
+        raise CatalogueError(f"cannot read {what} {path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise CatalogueError(f"source catalogue {path} is not valid YAML: {exc}") from exc
+        raise CatalogueError(f"{what} {path} is not valid YAML: {exc}") from exc
     try:
-        return Catalogue.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"source catalogue {path} is invalid:"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  - {where}: {err['msg']}")
+        lines = [f"{what} {path} is invalid:"]
+        lines += [f"  - {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise CatalogueError("\n".join(lines)) from None
+
+
+def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
+    return load_validated(Path(path or os.environ.get("PLATFORM_SOURCES_FILE") or DEFAULT_CATALOGUE),
+                          Catalogue, "source catalogue")

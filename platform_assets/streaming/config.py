@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from platform_assets.sources.config import Catalogue, CatalogueError, Contract
+from platform_assets.sources.config import Catalogue, CatalogueError, Contract, load_validated
 
 DEFAULT_STREAMS = Path(__file__).resolve().parent.parent / "streams.yaml"
 
@@ -88,16 +87,7 @@ class StreamCatalogue(_Strict):
 
 def load_streams(sources: Catalogue, path: str | os.PathLike | None = None) -> StreamCatalogue:
     path = Path(path or os.environ.get("PLATFORM_STREAMS_FILE") or DEFAULT_STREAMS)
-    try:
-        catalogue = StreamCatalogue.model_validate(yaml.safe_load(path.read_text()))
-    except OSError as exc:
-        raise CatalogueError(f"cannot read stream catalogue {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise CatalogueError(f"stream catalogue {path} is not valid YAML: {exc}") from exc
-    except ValidationError as exc:
-        lines = [f"stream catalogue {path} is invalid:"]
-        lines += [f"  - {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise CatalogueError("\n".join(lines)) from None
+    catalogue = load_validated(path, StreamCatalogue, "stream catalogue")
     for name, stream in catalogue.streams.items():
         source = sources.sources.get(stream.contract_of)
         if source is None:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from resources.kafka import produce_waiting
+
 BROKEN = (b'{"machine_id": "M001", "ts": ', b"not json at all", b'["a", "list"]',
           b'{"machine_id": "M001", "temperature": 20.0}')
 
@@ -103,12 +105,7 @@ def produce(kafka, topic: str, source: FleetStream, rate: float, count: int | No
             if len(pending_check) >= 500:
                 check_contract(pending_check, contract)
                 pending_check.clear()
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, key, value, on_delivery)
         producer.poll(0)
         tally["sent"] += 1
         tally[kind] += 1
