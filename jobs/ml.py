@@ -7,8 +7,8 @@ from resources.warehouse import WarehouseResource
 
 ml_pipeline = dg.define_asset_job(
     name="ml_pipeline",
-    selection=dg.AssetSelection.groups("ml"),
-    description="Feature sets → candidates (MLflow) → challenger gate → champion alias → online store.",
+    selection=dg.AssetSelection.groups("ml", "serving"),
+    description="Feature sets → candidates (MLflow) → challenger gate → champion alias → online store → BentoML models and Bento.",
 )
 
 # Weekly retraining on top of the eager retraining that follows feature-set updates.

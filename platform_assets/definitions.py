@@ -9,6 +9,7 @@ from jobs.ml import ml_pipeline, ml_weekly, record_run_failures
 from platform_assets.batch.assets import build_batch_assets
 from platform_assets.ml.assets import build_ml_assets
 from platform_assets.ml.config import load_models
+from platform_assets.ml.packaging import build_packaging_assets
 from platform_assets.partitions import daily_partitions
 from platform_assets.sources.config import load_catalogue
 from platform_assets.sources.factory import build_source_assets
@@ -30,6 +31,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 def build_definitions() -> dg.Definitions:
     catalogue = load_catalogue()
     streams = load_streams(catalogue)
+    models = load_models()
     partitions = daily_partitions(catalogue)
     topic_specs, stream_assets, stream_jobs = build_streaming_definitions(catalogue, streams)
     stream_sensors = [
@@ -38,7 +40,7 @@ def build_definitions() -> dg.Definitions:
     ]
     return dg.Definitions(
         assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions),
-                *topic_specs, *stream_assets, *build_ml_assets(load_models())],
+                *topic_specs, *stream_assets, *build_ml_assets(models), *build_packaging_assets(models)],
         jobs=[data_pipeline, *stream_jobs, ml_pipeline],
         schedules=[*build_schedules(partitions), ml_weekly],
         sensors=[automation_sensor, *stream_sensors, record_run_failures],

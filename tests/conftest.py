@@ -1,11 +1,14 @@
 """Settings shared by every test: local engines bind to 127.0.0.1, no telemetry."""
 
 import os
+import tempfile
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# BentoML reads its home when first imported: a store of the test session's own.
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="bentoml-test-"))
 
 import pytest
 

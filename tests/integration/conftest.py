@@ -154,3 +154,40 @@ def batch_run(platform):
     result = run_assets(START, START + dt.timedelta(days=DAYS - 1))
     assert result.success, failure_messages(result)
     return result
+
+
+@pytest.fixture(scope="session")
+def ml_env(batch_run):
+    """MLflow registry/experiment prefixes and a Redis database of this session's own."""
+    import dagster as dg
+
+    from resources import build_resources
+
+    prefix = f"t{uuid.uuid4().hex[:6]}_"
+    env = {"MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"test-{prefix}", "REDIS_DB": "15"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    configured = build_resources()
+    mlflow = configured["mlflow"].process_config_and_initialize()
+    online = configured["online_store"].process_config_and_initialize()
+    online.client().flushdb()
+    try:
+        yield {"prefix": prefix, "mlflow": mlflow, "online": online, "instance": dg.DagsterInstance.ephemeral()}
+    finally:
+        client = mlflow.client()
+        for m in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
+            client.delete_registered_model(m.name)
+        online.client().flushdb()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def first_training(ml_env):
+    """ml_pipeline once: features, six candidates, gates, champions, online store, BentoML models and Bento."""
+    from tests.integration.pipeline import run_ml
+
+    result = run_ml(ml_env)
+    assert result.success, [e.event_specific_data.error.to_string() for e in result.all_events
+                            if e.event_type_value == "STEP_FAILURE"]
+    return result

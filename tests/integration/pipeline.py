@@ -40,3 +40,22 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bo
             e.event_specific_data.passed
         for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def run_ml(ml_env, selection=None, run_config=None, defs=None):
+    from platform_assets.definitions import defs as platform_defs
+
+    defs = defs or platform_defs
+    job = defs.resolve_implicit_global_asset_job_def() if selection else defs.resolve_job_def("ml_pipeline")
+    kwargs = {"asset_selection": selection} if selection else {}
+    return job.execute_in_process(instance=ml_env["instance"], raise_on_error=False,
+                                  run_config={**QUIET, **(run_config or {})}, **kwargs)
+
+
+def metadata(result, key):
+    mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key == key]
+    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else None

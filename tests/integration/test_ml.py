@@ -7,7 +7,6 @@ own, so the demo's registry and online store are never touched.
 from __future__ import annotations
 
 import os
-import uuid
 
 import dagster as dg
 import numpy as np
@@ -15,56 +14,10 @@ import pandas as pd
 import pytest
 
 from platform_assets.ml.assets import candidate_key, challenger_key, champion_key
-from resources import build_resources
+from tests.integration.pipeline import metadata, run_ml
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLS, REG = "failure_within_24h", "remaining_useful_life"
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-
-
-@pytest.fixture(scope="module")
-def ml_env(batch_run):
-    prefix = f"t{uuid.uuid4().hex[:6]}_"
-    env = {"MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"test-{prefix}", "REDIS_DB": "15"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    configured = build_resources()
-    mlflow = configured["mlflow"].process_config_and_initialize()
-    online = configured["online_store"].process_config_and_initialize()
-    online.client().flushdb()
-    try:
-        yield {"prefix": prefix, "mlflow": mlflow, "online": online, "instance": dg.DagsterInstance.ephemeral()}
-    finally:
-        client = mlflow.client()
-        for m in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
-            client.delete_registered_model(m.name)
-        online.client().flushdb()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def run_ml(ml_env, selection=None, run_config=None, defs=None):
-    from platform_assets.definitions import defs as platform_defs
-
-    defs = defs or platform_defs
-    job = defs.resolve_implicit_global_asset_job_def() if selection else defs.resolve_job_def("ml_pipeline")
-    kwargs = {"asset_selection": selection} if selection else {}
-    return job.execute_in_process(instance=ml_env["instance"], raise_on_error=False,
-                                  run_config={**QUIET, **(run_config or {})}, **kwargs)
-
-
-def metadata(result, key):
-    mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-            if e.event_specific_data.materialization.asset_key == key]
-    return {k: v.value for k, v in mats[-1].metadata.items()} if mats else None
-
-
-@pytest.fixture(scope="module")
-def first_training(ml_env):
-    result = run_ml(ml_env)
-    assert result.success, [e.event_specific_data.error.to_string() for e in result.all_events
-                            if e.event_type_value == "STEP_FAILURE"]
-    return result
 
 
 def test_six_models_are_tracked_registered_and_champions_chosen(first_training, ml_env):

@@ -1,0 +1,101 @@
+"""Champion models for serving: loaded from the BentoML model store, reloaded when a newer one lands.
+
+The packaging asset imports each champion from the MLflow registry into the BentoML store as
+``<model>:<version>``; ``ModelSlot`` serves ``<model>:latest`` and checks the store every
+``MODEL_RELOAD_SECONDS`` (default 10), so a new champion is served without a restart.
+Input records are checked against the model's MLflow signature: a missing column or a value of the
+wrong type is a client error that names the field, never a server error.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+
+class InputError(ValueError):
+    """The request does not fit the model's inputs (maps to HTTP 400)."""
+
+
+class ModelSlot:
+    def __init__(self, name: str, reload_seconds: float | None = None):
+        self.name = name
+        self.reload_seconds = reload_seconds if reload_seconds is not None else \
+            float(os.environ.get("MODEL_RELOAD_SECONDS", "10"))
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self.tag = None
+        self.model = None
+        self.columns: list[str] = []
+        self.types: dict[str, str] = {}
+        self.info: dict = {}
+        self._load()
+
+    def _load(self) -> None:
+        import bentoml
+        import mlflow.sklearn
+        from _bentoml_impl.frameworks.mlflow import MLFLOW_MODEL_FOLDER
+
+        ref = bentoml.models.get(f"{self.name}:latest")
+        model = mlflow.sklearn.load_model(ref.path_of(MLFLOW_MODEL_FOLDER))
+        from mlflow.models import Model
+
+        signature = Model.load(ref.path_of(MLFLOW_MODEL_FOLDER)).signature
+        self.columns = signature.inputs.input_names()
+        self.types = {c.name: getattr(c.type, "name", str(c.type)) for c in signature.inputs.inputs}
+        self.model, self.tag = model, str(ref.tag)
+        self.info = {"model": self.name, "bento_model": self.tag, **{k: v for k, v in ref.info.metadata.items()}}
+
+    def current(self):
+        """The model to use now; reloads when the store has a newer ``latest``."""
+        now = time.monotonic()
+        if now - self._checked >= self.reload_seconds:
+            with self._lock:
+                if now - self._checked >= self.reload_seconds:
+                    self._checked = now
+                    import bentoml
+
+                    if str(bentoml.models.get(f"{self.name}:latest").tag) != self.tag:
+                        self._load()
+        return self.model
+
+    def frame(self, records: list[dict]) -> pd.DataFrame:
+        """Records as the model's input frame, or InputError naming what is wrong."""
+        if not records:
+            raise InputError("records is empty: send at least one record")
+        frame = pd.DataFrame.from_records(records)
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise InputError(f"missing field(s) {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} "
+                             f"for model {self.name}")
+        frame = frame[self.columns].copy()
+        for col in self.columns:
+            kind = self.types[col]
+            if kind in ("double", "float", "long", "integer"):
+                numeric = pd.to_numeric(frame[col], errors="coerce")
+                bad = frame[col].notna() & numeric.isna() | frame[col].map(lambda v: isinstance(v, bool))
+                if bad.any():
+                    raise InputError(f"field {col!r} must be a number; got {frame[col][bad].iloc[0]!r} "
+                                     f"in record {int(np.flatnonzero(bad)[0])}")
+                frame[col] = numeric.astype("float64")
+            elif kind == "string":
+                bad = frame[col].notna() & ~frame[col].map(lambda v: isinstance(v, str))
+                if bad.any():
+                    raise InputError(f"field {col!r} must be a string; got {frame[col][bad].iloc[0]!r}")
+        return frame
+
+    def predict(self, frame: pd.DataFrame) -> dict:
+        model = self.current()
+        out: dict = {"model": self.name, "version": self.info.get("mlflow_version"), "bento_model": self.tag}
+        if hasattr(model, "predict_proba"):
+            proba = model.predict_proba(frame)
+            classes = [int(c) if isinstance(c, (np.integer, int)) else str(c) for c in model.classes_]
+            out["predictions"] = [classes[i] for i in proba.argmax(axis=1)]
+            out["probabilities"] = [dict(zip(map(str, classes), map(float, row))) for row in proba]
+        else:
+            out["predictions"] = [float(v) for v in model.predict(frame)]
+        return out

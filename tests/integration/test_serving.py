@@ -1,0 +1,212 @@
+"""The prediction service as users meet it: a real `bentoml serve` with the session's champions.
+
+The champions come from the ML path (first_training packages them into this session's BentoML
+store); the server runs on a free port with a signing secret of the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from platform_assets.settings import PROJECT_ROOT
+from serving.auth import mint
+from tests.integration.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CLS, REG = "failure_within_24h", "remaining_useful_life"
+
+
+@dataclass
+class Running:
+    url: str
+    secret: str
+    proc: subprocess.Popen
+    log: Path
+
+    def token(self, *roles: str) -> dict:
+        return {"Authorization": "Bearer " + mint("tester", list(roles), self.secret)}
+
+
+def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http") -> Running:
+    port, secret = free_port(), secrets.token_urlsafe(32)
+    log = tmp / f"bentoml-{port}.log"
+    env = {**os.environ, "SERVING_JWT_SECRET": secret, "MODEL_RELOAD_SECONDS": "1", **(env_extra or {})}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FleetPredictions",
+         "--host", "127.0.0.1", "--port", str(port), *extra_args],
+        cwd=PROJECT_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True)
+    url = f"{scheme}://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            if requests.get(f"{url}/readyz", timeout=2, verify=False).status_code == 200:
+                return Running(url, secret, proc, log)
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "bentoml serve was not ready within 120 s:\n" + log.read_text()[-4000:]
+        time.sleep(0.5)
+
+
+def stop_server(server: Running) -> None:
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(first_training, tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("serving"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def records():
+    frame = pd.read_parquet(Path(os.environ["LAKE_ROOT"]) / "features" / "machine_hourly" / "data.parquet").tail(5)
+    return frame.drop(columns=["as_of", "source_cutoff"]).astype(object).where(frame.notna(), None) \
+        .to_dict("records")
+
+
+def test_health_is_open_and_everything_else_needs_a_token(server):
+    assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+    missing = requests.post(f"{server.url}/predict", json={}, timeout=5)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+    bad = requests.post(f"{server.url}/predict", json={}, timeout=5, headers={"Authorization": "Bearer nonsense"})
+    assert bad.status_code == 401
+    forbidden = requests.post(f"{server.url}/train", json={}, timeout=5, headers=server.token("predict"))
+    assert forbidden.status_code == 403 and "role 'train' required" in forbidden.json()["error"]
+
+
+def test_predicts_classes_probabilities_and_versions(server, records, ml_env):
+    resp = requests.post(f"{server.url}/predict", json={"model": CLS, "records": records},
+                         headers=server.token("predict"), timeout=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert len(body["predictions"]) == len(records) and set(body["predictions"]) <= {0, 1}
+    assert all(abs(sum(p.values()) - 1) < 1e-6 for p in body["probabilities"])
+    champion = ml_env["mlflow"].champion(f"{ml_env['prefix']}{CLS}")
+    assert body["version"] == str(champion.version) and body["model"] == CLS
+    reg = requests.post(f"{server.url}/predict", json={"model": REG, "records": records},
+                        headers=server.token("predict"), timeout=30).json()
+    assert all(isinstance(v, float) for v in reg["predictions"]) and "probabilities" not in reg
+
+
+def test_predicts_from_the_online_store_by_machine_id(server, ml_env):
+    machine = min(ml_env["online"].entities("machine_hourly"))
+    resp = requests.post(f"{server.url}/predict", json={"model": CLS, "machine_ids": [machine]},
+                         headers=server.token("predict"), timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["machine_ids"] == [machine] and len(resp.json()["predictions"]) == 1
+    unknown = requests.post(f"{server.url}/predict", json={"model": CLS, "machine_ids": ["NOPE"]},
+                            headers=server.token("predict"), timeout=30)
+    assert unknown.status_code == 404 and "NOPE" in unknown.text
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"model": CLS, "records": [{"avg_temperature": "hot"}]}, "missing field"),
+    ({"model": CLS, "records": []}, "records is empty"),
+    ({"model": "nope", "records": [{}]}, "unknown model"),
+    ({"model": CLS}, "exactly one of records or machine_ids"),
+    ({"model": CLS, "records": [{}] * 1001}, "more than the limit"),
+])
+def test_bad_input_is_a_4xx_that_says_what_is_wrong(server, body, message):
+    resp = requests.post(f"{server.url}/predict", json=body, headers=server.token("predict"), timeout=30)
+    assert 400 <= resp.status_code < 500 and message in resp.text, resp.text
+
+
+def test_wrong_type_names_the_field(server, records):
+    broken = [{**records[0], "avg_temperature": "very hot"}]
+    resp = requests.post(f"{server.url}/predict", json={"model": CLS, "records": broken},
+                         headers=server.token("predict"), timeout=30)
+    assert resp.status_code == 400 and "'avg_temperature' must be a number" in resp.text
+    empty = requests.post(f"{server.url}/predict", data=b"", headers=server.token("predict"), timeout=30)
+    assert 400 <= empty.status_code < 500
+
+
+def test_models_lists_versions_aliases_and_metrics(server, ml_env):
+    resp = requests.get(f"{server.url}/models", headers=server.token("predict"), timeout=30)
+    assert resp.status_code == 200, resp.text
+    models = {m["model"]: m for m in resp.json()["models"]}
+    assert set(models) == {CLS, REG}
+    assert models[CLS]["aliases"]["champion"] == str(ml_env["mlflow"].champion(f"{ml_env['prefix']}{CLS}").version)
+    assert len(models[CLS]["versions"]) >= 3 and models[CLS]["versions"][0]["val_pr_auc"] is not None
+
+
+def test_metrics_count_predictions(server, records):
+    requests.post(f"{server.url}/predict", json={"model": CLS, "records": records[:2]},
+                  headers=server.token("predict"), timeout=30)
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert "platform_predictions_total" in text and 'model="failure_within_24h"' in text
+    assert "bentoml_service_request" in text
+
+
+def test_a_new_champion_is_served_without_restart(server, records, ml_env):
+    import dagster as dg
+
+    from platform_assets.ml.packaging import build_bento_model
+    from resources import build_resources
+
+    mlflow, name = ml_env["mlflow"], f"{ml_env['prefix']}{CLS}"
+    versions = mlflow.client().search_model_versions(f"name = '{name}'")
+    current = mlflow.champion(name).version
+    other = next(v.version for v in versions if v.version != current)
+    mlflow.promote(name, other)
+    result = dg.materialize([build_bento_model(CLS)], resources=build_resources(), raise_on_error=False,
+                            selection=[dg.AssetKey(["serving", "models", CLS])])
+    assert result.success
+    deadline = time.monotonic() + 30
+    while True:
+        body = requests.post(f"{server.url}/predict", json={"model": CLS, "records": records[:1]},
+                             headers=server.token("predict"), timeout=30).json()
+        if body["version"] == str(other):
+            break
+        assert time.monotonic() < deadline, f"still serving version {body['version']}, expected {other}"
+        time.sleep(1)
+    mlflow.promote(name, current)
+
+
+def test_tls_when_a_certificate_is_configured(first_training, tmp_path):
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.TraditionalOpenSSL,
+                                                         serialization.NoEncryption()))
+    tls = start_server(tmp_path, ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")],
+                       scheme="https")
+    try:
+        resp = requests.get(f"{tls.url}/livez", verify=str(tmp_path / "cert.pem"), timeout=10)
+        assert resp.status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(tls.url.replace("https", "http") + "/livez", timeout=5)
+    finally:
+        stop_server(tls)
