@@ -69,8 +69,38 @@ def stop_server(server: Running) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(first_training, tmp_path_factory):
-    running = start_server(tmp_path_factory.mktemp("serving"))
+def dagster_web(first_training, ml_env, tmp_path_factory):
+    """A Dagster webserver on this workspace; runs it launches register under a prefix of their own."""
+    home = tmp_path_factory.mktemp("dagster-home")
+    (home / "dagster.yaml").write_text(  # no queue (and so no daemon needed): runs launch at once
+        "telemetry:\n  enabled: false\nrun_coordinator:\n  module: dagster.core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\n")
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "MLFLOW_REGISTRY_PREFIX": ml_env["prefix"] + "train_",
+           "REDIS_DB": "14", "BENTOML_HOME": str(home / "bentoml")}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                             "-w", "workspace.yaml"], cwd=PROJECT_ROOT, env=env, start_new_session=True,
+                            stdout=open(home / "webserver.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (home / "webserver.log").read_text()[-3000:]
+        try:
+            if requests.get(f"{url}/server_info", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, "dagster-webserver not ready within 120 s"
+        time.sleep(1)
+    yield {"url": url, "prefix": ml_env["prefix"] + "train_"}
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(first_training, dagster_web, tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("serving"),
+                           env_extra={"DAGSTER_GRAPHQL_URL": dagster_web["url"] + "/graphql"})
     yield running
     stop_server(running)
 
@@ -210,3 +240,46 @@ def test_tls_when_a_certificate_is_configured(first_training, tmp_path):
             requests.get(tls.url.replace("https", "http") + "/livez", timeout=5)
     finally:
         stop_server(tls)
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_fuzzing_the_openapi_schema_never_gives_a_server_error(server, mode):
+    """schemathesis generates valid and invalid bodies for /predict from the service's own OpenAPI schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    operation = schema["/predict"]["POST"]
+    failures, calls = [], []
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
+    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    def fuzz(case):
+        response = case.call(base_url=server.url, headers=server.token("predict"), timeout=30)
+        calls.append(response.status_code)
+        if response.status_code >= 500:
+            failures.append((case.body, response.status_code, response.text[:300]))
+
+    fuzz()
+    assert len(calls) >= 20 and not failures, failures[:3]
+
+
+def test_train_launches_ml_pipeline_in_dagster_and_reports_its_status(server, dagster_web, ml_env):
+    resp = requests.post(f"{server.url}/train", json={}, headers=server.token("train"), timeout=60)
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["run_id"]
+    deadline, status = time.monotonic() + 240, None
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.url}/train/{run_id}", headers=server.token("train"), timeout=30).json()["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(3)
+    assert status == "SUCCESS", status
+    client = ml_env["mlflow"].client()
+    trained = client.search_registered_models(filter_string=f"name LIKE '{dagster_web['prefix']}%'")
+    assert {m.name for m in trained} == {f"{dagster_web['prefix']}{CLS}", f"{dagster_web['prefix']}{REG}"}
+    for m in trained:
+        client.delete_registered_model(m.name)
+    unknown = requests.get(f"{server.url}/train/not-a-run", headers=server.token("train"), timeout=30)
+    assert unknown.status_code == 404
