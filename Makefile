@@ -7,14 +7,16 @@ UV_VERSION := 0.13.9
 export UV_COMPILE_BYTECODE := 1
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench
+.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench serve token
 
 help:
 	@echo "make demo           install, start services, build every asset, serve the Dagster UI"
 	@echo "make test           install, start services, run the whole test suite"
 	@echo "make services-up    start PostgreSQL, MariaDB and the demo REST API on 127.0.0.1"
 	@echo "make services-down  stop them"
-	@echo "make bench          batch benchmark (tests/benchmarks/bench_batch.py)"
+	@echo "make serve          the prediction service on 127.0.0.1:23001 (champions from .local/bentoml)"
+	@echo "make token          a bearer token (roles predict, train) for the prediction service"
+	@echo "make bench          the benchmarks: batch, streaming, training, serving"
 
 # The environment from the lock file (uv itself from PyPI when missing), plus the Debian packages
 # of the local services. Java 17 and Python 3.11 are expected on the machine.
@@ -44,6 +46,14 @@ demo: install
 test: install
 	@bash deploy/local/with-services.sh $(PY) -m pytest
 
+serve: install
+	@$(PY) -c "from serving.mint_token import local_secret; local_secret(create=True)"
+	@SERVING_JWT_SECRET=$$(cat .local/serving/jwt-secret) BENTOML_HOME=$(CURDIR)/.local/bentoml \
+		.venv/bin/bentoml serve serving.service:FleetPredictions --host 127.0.0.1 --port 23001
+
+token:
+	@$(PY) -m serving.mint_token --roles predict,train
+
 test-unit: install
 	@$(PY) -m pytest tests/unit
 
@@ -51,4 +61,6 @@ lint:
 	@$(PY) -m ruff check .
 
 bench: install
-	@bash deploy/local/with-services.sh $(PY) tests/benchmarks/bench_batch.py
+	@bash deploy/local/with-services.sh bash -c '$(PY) tests/benchmarks/bench_batch.py && \
+		$(PY) tests/benchmarks/bench_streaming.py && $(PY) tests/benchmarks/bench_training.py && \
+		$(PY) tests/benchmarks/bench_serving.py' 

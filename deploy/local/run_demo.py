@@ -168,6 +168,19 @@ def start_producers(home: Path) -> list[subprocess.Popen]:
     return procs
 
 
+def start_prediction_service(home: Path, dagster_port: str) -> subprocess.Popen:
+    """The champions behind `bentoml serve`, with a local signing secret made on first use."""
+    from serving.mint_token import local_secret
+
+    env = {**os.environ, "SERVING_JWT_SECRET": local_secret(create=True),
+           "DAGSTER_GRAPHQL_URL": f"http://127.0.0.1:{dagster_port}/graphql"}
+    log = open(home / "serving.log", "ab")  # noqa: SIM115 (open while it runs)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:FleetPredictions",
+         "--host", "127.0.0.1", "--port", os.environ.get("SERVING_PORT", "23001")],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def serve_ui(home: Path) -> None:
     port = os.environ.get("DAGSTER_WEBSERVER_PORT", "23000")
     bin_dir = Path(sys.executable).parent
@@ -180,6 +193,7 @@ def serve_ui(home: Path) -> None:
                          cwd=ROOT, stdout=logs["daemon"], stderr=subprocess.STDOUT, start_new_session=True),
     ]
     producers = start_producers(home)
+    procs.append(start_prediction_service(home, port))
 
     def stop(*_):
         for p in producers + procs:
@@ -195,6 +209,12 @@ def serve_ui(home: Path) -> None:
     signal.signal(signal.SIGTERM, stop)
     try:
         _wait_for(f"http://127.0.0.1:{port}/server_info", procs[0])
+        serving = f"http://127.0.0.1:{os.environ.get('SERVING_PORT', '23001')}"
+        _wait_for(f"{serving}/readyz", procs[2])
+        from serving.auth import mint
+        from serving.mint_token import local_secret
+
+        token = mint("demo", ["predict", "train"], local_secret(), 8 * 3600)
         print("== ready")
         print(f"  Dagster UI       http://127.0.0.1:{port}  (asset graph: /asset-groups, runs: /runs)")
         print(f"  MLflow           {os.environ['MLFLOW_TRACKING_URI']}  (experiments platform/classification, "
@@ -206,7 +226,14 @@ def serve_ui(home: Path) -> None:
               f" watch: .venv/bin/python -m platform_assets.streaming.inspect --follow)")
         print("  Streaming        the stream sensors launch micro-batches every few seconds: see /runs and the"
               " 'streaming' asset group")
-        print("  Ctrl-C stops the UI and the services this command started.")
+        print(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
+        print("  Try it           (a token with roles predict and train, valid 8 h)")
+        print(f"    export TOKEN={token}")
+        print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+              f"-d '{{\"model\": \"failure_within_24h\", \"machine_ids\": [\"M001\", \"M002\"]}}' {serving}/predict")
+        print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {serving}/train   # retrain through Dagster")
+        print("    more tokens: .venv/bin/python -m serving.mint_token --roles predict,train")
+        print("  Ctrl-C stops the UI, the prediction service, the producers and the services this command started.")
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         print("a Dagster process exited; see .local/dagster/*.log")
