@@ -161,5 +161,6 @@ class _FleetPredictions:
 for _name in MODEL_NAMES:  # model references at class level, so a built Bento carries the models
     setattr(_FleetPredictions, f"model_{_name}", bentoml.models.BentoModel(f"{_name}:latest"))
 
-FleetPredictions = bentoml.service(name="fleet_predictions", traffic={"timeout": 60})(_FleetPredictions)
+# Two threads: predictions release the GIL in numpy/scikit-learn, so two overlap on two cores.
+FleetPredictions = bentoml.service(name="fleet_predictions", traffic={"timeout": 60}, threads=2)(_FleetPredictions)
 FleetPredictions.add_asgi_middleware(JWTAuthMiddleware)

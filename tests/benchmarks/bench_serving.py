@@ -135,13 +135,15 @@ class Server:
     def __init__(self, name: str, cmd: list[str], port: int, env: dict, logfile: Path, headers: dict):
         self.name, self.port, self.logfile, self.headers = name, port, logfile, headers
         self.url = f"http://127.0.0.1:{port}"
+        self.spawned = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(logfile, "wb"),  # noqa: SIM115
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> float:
+        """Seconds from spawn to the first 200 on /readyz."""
         import httpx
 
-        start = time.monotonic()
+        start = self.spawned
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} server exited ({self.proc.returncode}):\n{self.tail()}")
@@ -549,7 +551,7 @@ def main() -> None:
             {**os.environ, "SERVING_JWT_SECRET": secret}, workdir / "platform.log",
             headers={"Authorization": f"Bearer {token}"})
         startup = {name: round(s.wait_ready(), 1) for name, s in servers.items()}
-        log(f"servers ready: {startup} s to /readyz; logs in {workdir}")
+        log(f"servers ready: {startup} s from spawn to /readyz (both started together); logs in {workdir}")
 
         log("pre-flight: status, prediction counts, same model tag, same probabilities ...")
         checks = preflight(servers, bodies)
