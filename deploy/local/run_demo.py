@@ -33,6 +33,13 @@ def prepare_environment() -> Path:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The progress lines are the demo's output: libraries' INFO chatter goes.
+    import logging
+
+    for name in ("mlflow", "bentoml", "py4j"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
     return Path(os.environ["DAGSTER_HOME"])
 
 
@@ -254,7 +261,7 @@ def main() -> int:
     ok = run_with_progress("data_pipeline", ("raw", "clean", "quarantine", "processed", "warehouse"),
                            {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
     summarise_warehouse()
-    ok = run_with_progress("ml_pipeline", ("ml",)) and ok
+    ok = run_with_progress("ml_pipeline", ("ml", "serving")) and ok
     summarise_models()
     print(f"== pipeline part took {time.monotonic() - started:.0f}s")
     if os.environ.get("DEMO_NO_UI"):
