@@ -16,6 +16,15 @@ ml_weekly = dg.ScheduleDefinition(name="ml_weekly_retraining", job=ml_pipeline, 
                                   execution_timezone="UTC")
 
 
+def _why(error) -> str:
+    """The error and its causes, innermost last: the wrapper alone says only which op failed."""
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip())
+        error = error.cause
+    return " <- caused by: ".join(parts)
+
+
 @dg.run_failure_sensor(name="record_run_failures", minimum_interval_seconds=30,
                        default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Records every failed run (job, step, error) in the warehouse table ops.run_failures.")
@@ -24,7 +33,7 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
     steps = context.get_step_failure_events()
     rows = pd.DataFrame([{
         "run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name,
-        "step": e.step_key, "error": (e.event_specific_data.error.message or "")[:4000],
+        "step": e.step_key, "error": _why(e.event_specific_data.error)[:4000],
         "failed_at": pd.Timestamp.now(tz="UTC"),
     } for e in steps] or [{"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "step": None,
                            "error": (context.failure_event.message or "")[:4000], "failed_at": pd.Timestamp.now(tz="UTC")}])
