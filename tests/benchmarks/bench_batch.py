@@ -290,6 +290,15 @@ def print_result(r: dict) -> None:
         print(f"    {secs:7.2f} s  {key}{'  [spark]' if key in SPARK_STEPS else ''}")
 
 
+def demo_days(parser: argparse.ArgumentParser, count: int) -> list[dt.date]:
+    """The first ``count`` days of the demo's week, or a parser error when the catalogue cannot hold them."""
+    window = load_catalogue().partitions
+    max_days = (window.end_date - window.start_date).days if window.end_date else 10_000
+    if not 1 <= count <= max_days or window.start_date != START:
+        parser.error(f"--days must be 1..{max_days}: the catalogue's partitions are the demo's week")
+    return [START + dt.timedelta(days=i) for i in range(count)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, help="sensor readings at scale 1 (default: the demo volume)")
@@ -302,11 +311,7 @@ def main() -> int:
     args = parser.parse_args()
 
     load_local_defaults()
-    window = load_catalogue().partitions
-    max_days = (window.end_date - window.start_date).days if window.end_date else 10_000
-    if not 1 <= args.days <= max_days or window.start_date != START:
-        parser.error(f"--days must be 1..{max_days}: the catalogue's partitions are the demo's week")
-    days = [START + dt.timedelta(days=i) for i in range(args.days)]
+    days = demo_days(parser, args.days)
     demo_rows = DEMO_MACHINES * args.days * 1440 // DEMO_INTERVAL_MIN
     base = args.rows / demo_rows if args.rows else 1.0  # generate_fleet's scale multiplies machines
     scales = [int(s) if float(s).is_integer() else float(s) for s in args.scales.split(",")]

@@ -63,10 +63,9 @@ from platform_assets.ml.config import load_models
 from platform_assets.ml.features import machine_hourly_features
 from platform_assets.ml.params import PARAMS
 from platform_assets.settings import load_local_defaults
-from platform_assets.sources.config import load_catalogue
 from resources import build_resources
 from resources.mlflow_tracking import MlflowResource
-from tests.benchmarks.bench_batch import START, fresh_platform, log, run_platform
+from tests.benchmarks.bench_batch import START, demo_days, fresh_platform, log, run_platform
 
 REDIS_DB = "15"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -380,11 +379,7 @@ def main() -> int:
     args = parser.parse_args()
 
     load_local_defaults()
-    window = load_catalogue().partitions
-    max_days = (window.end_date - window.start_date).days if window.end_date else 10_000
-    if not 1 <= args.days <= max_days or window.start_date != START:
-        parser.error(f"--days must be 1..{max_days}: the catalogue's partitions are the demo's week")
-    days = [START + dt.timedelta(days=i) for i in range(args.days)]
+    days = demo_days(parser, args.days)
     scales = [int(s) if float(s).is_integer() else float(s) for s in args.scales.split(",")]
     print("Platform = ml_pipeline in-process (features, 6 candidates tracked + registered in MLflow, gates, "
           "champions, online store). Baseline = machine_hourly_features + 6 bare Pipeline.fit on the same "
