@@ -51,8 +51,10 @@ def main(argv=None) -> int:
     topic, group = streams.streams[args.stream].topic, group_id(args.stream)
     configured = build_resources()
     kafka = configured["kafka"].process_config_and_initialize()
+    from resources.stream_store import StreamStore
+
     try:
-        store = configured["stream_store"].process_config_and_initialize()
+        store = StreamStore(warehouse=configured["warehouse"].process_config_and_initialize())
         store.durable_ends(topic)
     except ConnectionError as exc:
         print(f"(warehouse not reachable, durable offsets not shown: {exc})", file=sys.stderr)
