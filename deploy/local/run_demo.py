@@ -188,6 +188,22 @@ def start_prediction_service(home: Path, dagster_port: str) -> subprocess.Popen:
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_monitoring(home: Path) -> list[subprocess.Popen]:
+    """The platform exporter and a Prometheus with the repository's configuration and alert rules."""
+    log = open(home / "monitoring.log", "ab")  # noqa: SIM115 (open while they run)
+    exporter = subprocess.Popen([sys.executable, "-m", "platform_assets.monitoring.exporter", "--port",
+                                 os.environ.get("PLATFORM_EXPORTER_PORT", "29100")],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if not shutil.which("prometheus"):
+        return [exporter]
+    prometheus = subprocess.Popen(
+        ["prometheus", f"--config.file={ROOT / 'deploy' / 'monitoring' / 'prometheus.yml'}",
+         f"--storage.tsdb.path={ROOT / '.local' / 'prometheus'}",
+         f"--web.listen-address=127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '29090')}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return [exporter, prometheus]
+
+
 def serve_ui(home: Path) -> None:
     port = os.environ.get("DAGSTER_WEBSERVER_PORT", "23000")
     bin_dir = Path(sys.executable).parent
@@ -201,6 +217,7 @@ def serve_ui(home: Path) -> None:
     ]
     producers = start_producers(home)
     procs.append(start_prediction_service(home, port))
+    procs += start_monitoring(home)
 
     def stop(*_):
         for p in producers + procs:
@@ -234,6 +251,8 @@ def serve_ui(home: Path) -> None:
         print("  Streaming        the stream sensors launch micro-batches every few seconds: see /runs and the"
               " 'streaming' asset group")
         print(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
+        print(f"  Prometheus       http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '29090')}  (alerts: /alerts; "
+              f"platform metrics: http://127.0.0.1:{os.environ.get('PLATFORM_EXPORTER_PORT', '29100')}/metrics)")
         print("  Try it           (a token with roles predict and train, valid 8 h)")
         print(f"    export TOKEN={token}")
         print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
