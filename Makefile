@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_COMPILE_BYTECODE := 1
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench serve token
+.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench serve token dashboard
 
 help:
 	@echo "make demo           install, start services, build every asset, serve the Dagster UI"
@@ -16,6 +16,7 @@ help:
 	@echo "make services-down  stop them"
 	@echo "make serve          the prediction service on 127.0.0.1:23001 (champions from .local/bentoml)"
 	@echo "make token          a bearer token (roles predict, train) for the prediction service"
+	@echo "make dashboard      the Streamlit dashboard on 127.0.0.1:28501"
 	@echo "make bench          the benchmarks: batch, streaming, training, serving"
 
 # The environment from the lock file (uv itself from PyPI when missing), plus the Debian packages
@@ -53,6 +54,10 @@ serve: install
 
 token:
 	@$(PY) -m serving.mint_token --roles predict,train
+
+dashboard: install
+	@.venv/bin/streamlit run dashboards/app.py --server.headless true --browser.gatherUsageStats false \
+		--server.address 127.0.0.1 --server.port $${DASHBOARD_PORT:-28501}
 
 test-unit: install
 	@$(PY) -m pytest tests/unit

@@ -188,6 +188,16 @@ def start_prediction_service(home: Path, dagster_port: str) -> subprocess.Popen:
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_dashboard(home: Path) -> subprocess.Popen:
+    """The Streamlit dashboard over the same settings."""
+    log = open(home / "dashboard.log", "ab")  # noqa: SIM115 (open while it runs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboards/app.py", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.address", "127.0.0.1",
+         "--server.port", os.environ.get("DASHBOARD_PORT", "28501")],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def start_monitoring(home: Path) -> list[subprocess.Popen]:
     """The platform exporter and a Prometheus with the repository's configuration and alert rules."""
     log = open(home / "monitoring.log", "ab")  # noqa: SIM115 (open while they run)
@@ -218,6 +228,7 @@ def serve_ui(home: Path) -> None:
     producers = start_producers(home)
     procs.append(start_prediction_service(home, port))
     procs += start_monitoring(home)
+    procs.append(start_dashboard(home))
 
     def stop(*_):
         for p in producers + procs:
@@ -251,6 +262,8 @@ def serve_ui(home: Path) -> None:
         print("  Streaming        the stream sensors launch micro-batches every few seconds: see /runs and the"
               " 'streaming' asset group")
         print(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
+        print(f"  Dashboard        http://127.0.0.1:{os.environ.get('DASHBOARD_PORT', '28501')}  (Streamlit: data, "
+              f"models, predictions, streaming)")
         print(f"  Prometheus       http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '29090')}  (alerts: /alerts; "
               f"platform metrics: http://127.0.0.1:{os.environ.get('PLATFORM_EXPORTER_PORT', '29100')}/metrics)")
         print("  Try it           (a token with roles predict and train, valid 8 h)")

@@ -147,13 +147,15 @@ REDIS_SERVER=/usr/bin/redis-server
 packages_missing() {
     local pkg f files
     MISSING_PACKAGES=()
-    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus; do
+    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus chromium chromium-driver; do
         case $pkg in
             postgresql) files=("$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql") ;;
             mariadb-server) files=("$MARIADBD" /usr/bin/mariadb-install-db) ;;
             mariadb-client) files=(/usr/bin/mariadb /usr/bin/mariadb-admin) ;;
             redis-server) files=("$REDIS_SERVER") ;;
             prometheus) files=(/usr/bin/prometheus /usr/bin/promtool) ;;  # for the monitoring tests
+            chromium) files=(/usr/bin/chromium) ;;                           # for the dashboard's browser test
+            chromium-driver) files=(/usr/bin/chromedriver) ;;
         esac
         for f in "${files[@]}"; do
             [[ -x $f ]] || { MISSING_PACKAGES+=("$pkg"); break; }
@@ -770,7 +772,7 @@ mlflow_status() { mlflow_vars; bg_status mlflow "$MLFLOW_DIR" "mlflow server" "$
 usage() {
     cat >&2 <<'EOF'
 usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
-       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus)
+       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus, chromium)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
 EOF
     exit 2
@@ -796,7 +798,7 @@ main() {
     init_state_dir
     if [[ $action == install ]]; then
         [[ $# -eq 0 ]] || usage
-        packages_missing || { say install "postgresql, mariadb-server, redis-server and prometheus already installed"; return 0; }
+        packages_missing || { say install "postgresql, mariadb-server, redis-server, prometheus and chromium already installed"; return 0; }
         ensure_packages
         return 0
     fi

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (issue 7): `streamlit run dashboards/app.py`."""
