@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import posixpath
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -205,7 +204,3 @@ class RestApiResource(dg.ConfigurableResource):
             page = body.get(pg.next_field)
         return {None: pages}
 
-
-def raw_objects_to_json(objects: list[RawObject]) -> str:
-    """For metadata: names and sizes of what landed."""
-    return json.dumps([{"name": o.name, "bytes": len(o.data)} for o in objects])
