@@ -74,7 +74,7 @@ def _initialized(name: str, settings: tuple):
         from resources.stream_store import StreamStore
 
         return StreamStore(warehouse=_initialized("warehouse", settings))
-    return build_resources()[name].process_config_and_initialize()
+    return build_resources(resolved=True)[name]
 
 
 def _db_errors() -> tuple[type[BaseException], ...]:
@@ -344,6 +344,23 @@ def champion_predictions(latest_hours: int | None = 72) -> Loaded:
         out[c] = out[c].fillna("unknown") if c in out else "unknown"
     out["model"], out["version"] = registered, str(champ.version)
     return Loaded(out[columns])
+
+
+def served_predictions() -> Loaded:
+    """Predictions the service served, per minute and model (``serving.predictions``, its request log)."""
+    columns = ["minute", "model", "version", "predictions", "mean_probability", "positive_share"]
+    try:
+        frame = _query(
+            "SELECT date_trunc('minute', predicted_at) AS minute, model, version, count(*) AS predictions, "
+            "avg(probability) AS mean_probability, avg((prediction >= 0.5)::int) AS positive_share "
+            "FROM serving.predictions GROUP BY 1, 2, 3 ORDER BY 1")
+    except _db_errors() as exc:
+        import psycopg2
+
+        if isinstance(exc, psycopg2.errors.UndefinedTable):
+            return _empty("No predictions served yet: call the prediction service (`make demo` prints a curl)", columns)
+        return _empty(_warehouse_reason(exc), columns)
+    return Loaded(frame) if not frame.empty else _empty("No predictions served yet", columns)
 
 
 # -- streaming -----------------------------------------------------------------------------------

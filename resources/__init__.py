@@ -22,43 +22,54 @@ from resources.stream_store import StreamStore
 from resources.warehouse import PostgresPandasIOManager, WarehouseResource
 
 
-def _db(prefix: str, cls):
-    return cls(
-        host=dg.EnvVar(f"{prefix}_HOST"),
-        port=dg.EnvVar.int(f"{prefix}_PORT"),
-        user=dg.EnvVar(f"{prefix}_USER"),
-        password=dg.EnvVar(f"{prefix}_PASSWORD"),
-        database=dg.EnvVar(f"{prefix}_DB"),
-    )
+class _Settings:
+    """``dg.EnvVar`` for Dagster (resolved when a run starts), or the value itself for use outside Dagster."""
+
+    def __init__(self, resolved: bool):
+        self.resolved = resolved
+
+    def __call__(self, name: str):
+        return os.environ[name] if self.resolved else dg.EnvVar(name)
+
+    def int(self, name: str):
+        return int(os.environ[name]) if self.resolved else dg.EnvVar.int(name)
 
 
-def build_resources() -> dict:
+def _db(prefix: str, cls, env: _Settings):
+    return cls(host=env(f"{prefix}_HOST"), port=env.int(f"{prefix}_PORT"), user=env(f"{prefix}_USER"),
+               password=env(f"{prefix}_PASSWORD"), database=env(f"{prefix}_DB"))
+
+
+def build_resources(resolved: bool = False) -> dict:
+    """The platform's resources. ``resolved=True`` fills in today's settings instead of ``dg.EnvVar``,
+    for code outside Dagster (the demo runner, the service, the dashboard, the exporter, tests): the
+    resources are then usable as they are, with no Dagster instance behind them."""
     load_local_defaults()
-    lake = LakeResource(root=dg.EnvVar("LAKE_ROOT"))
-    warehouse = _db("WAREHOUSE", WarehouseResource)
+    env = _Settings(resolved)
+    lake = LakeResource(root=env("LAKE_ROOT"))
+    warehouse = _db("WAREHOUSE", WarehouseResource, env)
     return {
         "lake": lake,
         "warehouse": warehouse,
         "lake_io_manager": LakeParquetIOManager(lake=lake),
         "warehouse_io_manager": PostgresPandasIOManager(warehouse=warehouse),
-        "spark": SparkResource(master=dg.EnvVar("SPARK_MASTER")),
+        "spark": SparkResource(master=env("SPARK_MASTER")),
         "kafka": KafkaResource(
-            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
+            bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
             sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM"),
             sasl_username=os.environ.get("KAFKA_SASL_USERNAME"),
-            sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD") if os.environ.get("KAFKA_SASL_PASSWORD") else None,
+            sasl_password=env("KAFKA_SASL_PASSWORD") if os.environ.get("KAFKA_SASL_PASSWORD") else None,
             ssl_ca_location=os.environ.get("KAFKA_SSL_CA_LOCATION"),
         ),
         "stream_store": StreamStore(warehouse=warehouse),
-        "mlflow": MlflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
-                                 experiment_prefix=dg.EnvVar("MLFLOW_EXPERIMENT_PREFIX"),
-                                 registry_prefix=dg.EnvVar("MLFLOW_REGISTRY_PREFIX")),
-        "online_store": OnlineStoreResource(host=dg.EnvVar("REDIS_HOST"), port=dg.EnvVar.int("REDIS_PORT"),
-                                            db=dg.EnvVar.int("REDIS_DB")),
+        "mlflow": MlflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"),
+                                 experiment_prefix=env("MLFLOW_EXPERIMENT_PREFIX"),
+                                 registry_prefix=env("MLFLOW_REGISTRY_PREFIX")),
+        "online_store": OnlineStoreResource(host=env("REDIS_HOST"), port=env.int("REDIS_PORT"), db=env.int("REDIS_DB")),
         # Source connections, named by the catalogue's `connection` fields.
-        "source_files": FileStoreResource(root=dg.EnvVar("SOURCE_FILES_ROOT")),
-        "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource),
-        "plant_mysql": _db("MYSQL", MySQLSourceResource),
-        "facilities_api": RestApiResource(base_url=dg.EnvVar("DEMO_API_URL")),
+        "source_files": FileStoreResource(root=env("SOURCE_FILES_ROOT")),
+        "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource, env),
+        "plant_mysql": _db("MYSQL", MySQLSourceResource, env),
+        "facilities_api": RestApiResource(base_url=env("DEMO_API_URL")),
     }

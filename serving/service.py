@@ -8,6 +8,7 @@
 - ``POST /train``: launches ``ml_pipeline`` in Dagster through its GraphQL API → run id;
   ``GET /train/<run_id>``: the run's status.
 - ``GET /metrics``: BentoML's Prometheus metrics and ours; ``/livez`` and ``/readyz`` are open.
+Every prediction is also logged to the warehouse (``serving.predictions``), off the request path.
 Every other endpoint needs a bearer JWT with the right role (serving/auth.py).
 """
 
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from platform_assets.ml.config import load_models
 from platform_assets.settings import load_local_defaults
 from serving.auth import JWTAuthMiddleware
+from serving.prediction_log import PredictionLog
 from serving.predictor import InputError, ModelSlot
 
 load_local_defaults()
@@ -79,6 +81,12 @@ def _train_status_handler(request: Request) -> JSONResponse:
     return JSONResponse({"run_id": request.path_params["run_id"], "status": status.value})
 
 
+def _warehouse():
+    from resources import build_resources
+
+    return build_resources(resolved=True)["warehouse"]
+
+
 def _dagster():
     from urllib.parse import urlparse
 
@@ -97,6 +105,7 @@ class _FleetPredictions:
     def __init__(self) -> None:
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         _state["slots"] = self.slots
+        self.prediction_log = PredictionLog(_warehouse)
 
     @bentoml.api(route="/predict")
     def predict(self, model: str = MODEL_NAMES[0], records: list[dict] | None = None,
@@ -126,6 +135,7 @@ class _FleetPredictions:
             raise bentoml.exceptions.InvalidArgument(f"input rejected by model {model}: {exc}") from None
         for p in out["predictions"]:
             PREDICTIONS.labels(model, str(p) if "probabilities" in out else "value").inc()
+        self.prediction_log.add(model, out["version"], out["predictions"], out.get("probabilities"), machine_ids)
         if machine_ids is not None:
             out["machine_ids"] = machine_ids
         return out
@@ -136,7 +146,7 @@ class _FleetPredictions:
         if not machine_ids:
             raise bentoml.exceptions.InvalidArgument("machine_ids is empty")
         feature_set = CATALOGUE.models[model].feature_set
-        store = build_resources()["online_store"].process_config_and_initialize()
+        store = build_resources(resolved=True)["online_store"]
         rows = store.read(feature_set, machine_ids)
         unknown = [m for m, row in rows.items() if row is None]
         FEATURE_LOOKUPS.labels("hit").inc(len(rows) - len(unknown))

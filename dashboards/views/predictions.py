@@ -8,11 +8,26 @@ from dashboards import ui
 st.title("Predictions")
 flt = ui.sidebar_filters(default_range="Last 3 days",
                          time_help="Feature rows in this many hours before the newest row of the feature set.")
+st.subheader("Served by the prediction service")
+served = ui.load("served_predictions")
+if not ui.guidance(served):
+    log = served.frame
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Predictions served", f"{int(log['predictions'].sum()):,}")
+    c2.metric("Models", log["model"].nunique())
+    c3.metric("Last served", f"{log['minute'].max():%Y-%m-%d %H:%M} UTC")
+    st.altair_chart(
+        alt.Chart(log).mark_bar().encode(x=alt.X("minute:T", title="minute"), y=alt.Y("sum(predictions):Q", title="predictions"),
+                                          color="model:N", tooltip=["minute:T", "model:N", "version:N", "predictions:Q",
+                                                                     "mean_probability:Q"]),
+        use_container_width=True)
+    st.caption("From `serving.predictions`, the service's log of every prediction (written off the request path).")
+
+st.subheader("The champion over the latest features")
 st.info(
-    "**Where these numbers come from.** The prediction service does not log its predictions to the warehouse "
-    "yet. This page therefore scores the latest rows of the lake feature set (`lake/features/machine_hourly`) "
-    "with the classifier the registry's `champion` alias points to (`models:/<model>@champion`, the model the "
-    "service serves): the predicted probability of a failure within 24 hours, per machine and hour.",
+    "This section scores the latest rows of the lake feature set (`lake/features/machine_hourly`) with the "
+    "classifier the registry's `champion` alias points to (`models:/<model>@champion`, the model the service "
+    "serves): the predicted probability of a failure within 24 hours, per machine and hour.",
     icon=":material/science:",
 )
 

@@ -109,7 +109,7 @@ def run_with_progress(job_name: str, groups: tuple[str, ...], tags: dict | None 
 def summarise_warehouse() -> None:
     from resources import build_resources
 
-    warehouse = build_resources()["warehouse"].process_config_and_initialize()
+    warehouse = build_resources(resolved=True)["warehouse"]
     counts = warehouse.query(
         "SELECT table_schema || '.' || table_name AS tbl FROM information_schema.tables "
         "WHERE table_schema IN ('marts', 'quarantine') ORDER BY 1"
@@ -125,9 +125,9 @@ def summarise_models() -> None:
     from platform_assets.ml.config import load_models
     from resources import build_resources
 
-    configured = build_resources()
-    mlflow = configured["mlflow"].process_config_and_initialize()
-    online = configured["online_store"].process_config_and_initialize()
+    configured = build_resources(resolved=True)
+    mlflow = configured["mlflow"]
+    online = configured["online_store"]
     print(f"== models (MLflow {os.environ['MLFLOW_TRACKING_URI']})")
     client = mlflow.client()
     for name, model in load_models().models.items():

@@ -87,11 +87,11 @@ def build_collector() -> PlatformCollector:
     from resources import build_resources
 
     load_local_defaults()
-    configured = build_resources()
+    configured = build_resources(resolved=True)
     from resources.stream_store import StreamStore
 
-    warehouse = configured["warehouse"].process_config_and_initialize()
-    kafka = configured["kafka"].process_config_and_initialize().model_copy(update={"timeout_seconds": 3.0})
+    warehouse = configured["warehouse"]
+    kafka = configured["kafka"].model_copy(update={"timeout_seconds": 3.0})
     resources = {"warehouse": warehouse, "kafka": kafka, "stream_store": StreamStore(warehouse=warehouse)}
     sources = load_catalogue()
     return PlatformCollector(resources, load_streams(sources), sources)

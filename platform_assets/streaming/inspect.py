@@ -49,12 +49,12 @@ def main(argv=None) -> int:
     if args.stream not in streams.streams:
         parser.error(f"unknown stream {args.stream!r}; known: {', '.join(streams.streams)}")
     topic, group = streams.streams[args.stream].topic, group_id(args.stream)
-    configured = build_resources()
-    kafka = configured["kafka"].process_config_and_initialize()
+    configured = build_resources(resolved=True)
+    kafka = configured["kafka"]
     from resources.stream_store import StreamStore
 
     try:
-        store = StreamStore(warehouse=configured["warehouse"].process_config_and_initialize())
+        store = StreamStore(warehouse=configured["warehouse"])
         store.durable_ends(topic)
     except ConnectionError as exc:
         print(f"(warehouse not reachable, durable offsets not shown: {exc})", file=sys.stderr)

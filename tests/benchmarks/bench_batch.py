@@ -151,7 +151,7 @@ def run_platform(days: list[dt.date]) -> tuple[float, dict[str, float]]:
 
 
 def platform_marts() -> dict[str, int]:
-    warehouse = build_resources()["warehouse"].process_config_and_initialize()
+    warehouse = build_resources(resolved=True)["warehouse"]
     row = warehouse.query(
         "SELECT (SELECT sum(readings) FROM marts.machine_hourly_stats) AS readings,"
         " (SELECT count(*) FROM marts.machine_hourly_stats) AS hourly,"

@@ -151,7 +151,7 @@ def ml_environment(prefix: str):
     env = {"MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"bench-{prefix}", "REDIS_DB": REDIS_DB}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    online = build_resources()["online_store"].process_config_and_initialize()
+    online = build_resources(resolved=True)["online_store"]
     online.client().flushdb()
     try:
         yield online
@@ -219,7 +219,7 @@ def read_lake(lake_root: Path, rel: str) -> pd.DataFrame:
 def baseline_features(lake_root: Path) -> tuple[float, float, pd.DataFrame]:
     """machine_hourly_features on the same inputs: (seconds loading them, seconds building, frame)."""
     started = time.perf_counter()
-    warehouse = build_resources()["warehouse"].process_config_and_initialize()
+    warehouse = build_resources(resolved=True)["warehouse"]
     hourly = warehouse.query("SELECT * FROM marts.machine_hourly_stats")
     machines = read_lake(lake_root, "processed/machines")
     maintenance = read_lake(lake_root, "clean/maintenance")
@@ -362,7 +362,7 @@ def print_result(r: dict) -> None:
 
 def cleanup_mlflow(run_id: str) -> None:
     """Registered models and experiments of this benchmark invocation (every scale's prefix)."""
-    mlflow = build_resources()["mlflow"].process_config_and_initialize()
+    mlflow = build_resources(resolved=True)["mlflow"]
     client = mlflow.client()
     for m in client.search_registered_models(filter_string=f"name LIKE 'bench{run_id}%'"):
         client.delete_registered_model(m.name)

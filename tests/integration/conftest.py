@@ -143,7 +143,7 @@ def platform(tmp_path_factory) -> PlatformUnderTest:
 def warehouse(platform):
     from resources import build_resources
 
-    return build_resources()["warehouse"].process_config_and_initialize()
+    return build_resources(resolved=True)["warehouse"]
 
 
 @pytest.fixture(scope="session")
@@ -167,9 +167,9 @@ def ml_env(batch_run):
     env = {"MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"test-{prefix}", "REDIS_DB": "15"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    configured = build_resources()
-    mlflow = configured["mlflow"].process_config_and_initialize()
-    online = configured["online_store"].process_config_and_initialize()
+    configured = build_resources(resolved=True)
+    mlflow = configured["mlflow"]
+    online = configured["online_store"]
     online.client().flushdb()
     try:
         yield {"prefix": prefix, "mlflow": mlflow, "online": online, "instance": dg.DagsterInstance.ephemeral()}

@@ -41,8 +41,8 @@ class Harness:
                    for (n, s), a, j in zip(streams.streams.items(), assets, jobs)]
         self.defs = dg.Definitions(assets=[*specs, *assets], jobs=jobs, sensors=sensors, resources=build_resources())
         self.repo = self.defs.get_repository_def()
-        configured = build_resources()
-        self.resources = {k: configured[k].process_config_and_initialize() for k in ("kafka", "warehouse")}
+        configured = build_resources(resolved=True)
+        self.resources = {k: configured[k] for k in ("kafka", "warehouse")}
         self.instance = dg.DagsterInstance.ephemeral()
         self.cursor: str | None = None
 

@@ -79,7 +79,8 @@ def test_models_page_shows_each_champion(dashboard):
 def test_predictions_page_scores_the_feature_set(dashboard):
     at = run_page("views/predictions.py")
     assert not at.exception, [e.value for e in at.exception]
-    assert any("does not log its predictions" in i.value for i in at.info)
+    assert any("lake/features/machine_hourly" in i.value for i in at.info)
+    assert any("No predictions served yet" in i.value for i in at.info)  # the service has not been called yet
     assert not any("Nothing materialised" in i.value for i in at.info)
     assert len(charts(at)) == 3
     latest = at.dataframe[0].value

@@ -177,6 +177,23 @@ def test_models_lists_versions_aliases_and_metrics(server, ml_env):
     assert len(models[CLS]["versions"]) >= 3 and models[CLS]["versions"][0]["val_pr_auc"] is not None
 
 
+def test_every_prediction_is_logged_to_the_warehouse(server, records, warehouse):
+    before = _logged(warehouse)
+    requests.post(f"{server.url}/predict", json={"model": REG, "records": records[:3]},
+                  headers=server.token("predict"), timeout=30)
+    deadline = time.monotonic() + 20
+    while _logged(warehouse) < before + 3:
+        assert time.monotonic() < deadline, "predictions not in serving.predictions within 20 s"
+        time.sleep(0.5)
+    rows = warehouse.query("SELECT model, prediction, probability FROM serving.predictions WHERE model = %s", (REG,))
+    assert len(rows) >= 3 and rows["probability"].isna().all()  # a regressor has no class probabilities
+
+
+def _logged(warehouse) -> int:
+    exists = warehouse.query("SELECT to_regclass('serving.predictions') IS NOT NULL AS ok")["ok"].iloc[0]
+    return int(warehouse.query("SELECT count(*) AS n FROM serving.predictions")["n"].iloc[0]) if exists else 0
+
+
 def test_metrics_count_predictions(server, records):
     requests.post(f"{server.url}/predict", json={"model": CLS, "records": records[:2]},
                   headers=server.token("predict"), timeout=30)

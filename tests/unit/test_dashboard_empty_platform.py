@@ -58,7 +58,7 @@ def test_streaming_page_says_kafka_is_down(empty_platform):
 
 def test_predictions_page_says_where_its_data_come_from(empty_platform):
     at = run_page("views/predictions.py")
-    assert any("does not log its predictions" in i.value for i in at.info)
+    assert any("lake/features/machine_hourly" in i.value for i in at.info)
 
 
 def test_data_functions_return_empty_frames_with_a_reason(empty_platform):
