@@ -348,32 +348,32 @@ def champion_predictions(latest_hours: int | None = 72) -> Loaded:
 
 def served_predictions() -> Loaded:
     """Predictions the service served, per minute and model (``serving.predictions``, its request log)."""
-    columns = ["minute", "model", "version", "predictions", "mean_probability", "positive_share"]
-    try:
-        frame = _query(
-            "SELECT date_trunc('minute', predicted_at) AS minute, model, version, count(*) AS predictions, "
-            "avg(probability) AS mean_probability, avg((prediction >= 0.5)::int) AS positive_share "
-            "FROM serving.predictions GROUP BY 1, 2, 3 ORDER BY 1")
-    except _db_errors() as exc:
-        import psycopg2
-
-        if isinstance(exc, psycopg2.errors.UndefinedTable):
-            return _empty("No predictions served yet: call the prediction service (`make demo` prints a curl)", columns)
-        return _empty(_warehouse_reason(exc), columns)
-    return Loaded(frame) if not frame.empty else _empty("No predictions served yet", columns)
+    return _warehouse_query(
+        "SELECT date_trunc('minute', predicted_at) AS minute, model, version, count(*) AS predictions, "
+        "avg(probability) AS mean_probability, avg((prediction >= 0.5)::int) AS positive_share "
+        "FROM serving.predictions GROUP BY 1, 2, 3 ORDER BY 1", (),
+        ["minute", "model", "version", "predictions", "mean_probability", "positive_share"],
+        missing="No predictions served yet: call the prediction service (`make demo` prints a curl)",
+        empty="No predictions served yet")
 
 
 # -- streaming -----------------------------------------------------------------------------------
-def _streaming_query(sql: str, params: tuple, columns: list[str], what: str) -> Loaded:
+def _warehouse_query(sql: str, params: tuple, columns: list[str], *, missing: str, empty: str) -> Loaded:
+    """A query whose table may not exist yet: ``missing`` then, ``empty`` when it has no rows."""
     try:
         frame = _query(sql, params)
     except _db_errors() as exc:
         import psycopg2
 
         if isinstance(exc, psycopg2.errors.UndefinedTable):
-            return _empty(f"No {what} yet: start the stream producers (`make demo` does)", columns)
+            return _empty(missing, columns)
         return _empty(_warehouse_reason(exc), columns)
-    return Loaded(frame) if not frame.empty else _empty(f"No {what} in the selected range", columns)
+    return Loaded(frame) if not frame.empty else _empty(empty, columns)
+
+
+def _streaming_query(sql: str, params: tuple, columns: list[str], what: str) -> Loaded:
+    return _warehouse_query(sql, params, columns, missing=f"No {what} yet: start the stream producers (`make demo` does)",
+                            empty=f"No {what} in the selected range")
 
 
 def _window(since: pd.Timestamp | None) -> pd.Timestamp:
