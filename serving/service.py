@@ -81,10 +81,11 @@ def _train_status_handler(request: Request) -> JSONResponse:
     return JSONResponse({"run_id": request.path_params["run_id"], "status": status.value})
 
 
-def _warehouse():
+def _resolved(name: str):
+    """A platform resource with today's settings (imported late: resources pull in Spark's client)."""
     from resources import build_resources
 
-    return build_resources(resolved=True)["warehouse"]
+    return build_resources(resolved=True)[name]
 
 
 def _dagster():
@@ -105,7 +106,8 @@ class _FleetPredictions:
     def __init__(self) -> None:
         self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
         _state["slots"] = self.slots
-        self.prediction_log = PredictionLog(_warehouse)
+        self.prediction_log = PredictionLog(lambda: _resolved("warehouse"))
+        self.online_store = _resolved("online_store")  # once, not per request
 
     @bentoml.api(route="/predict")
     def predict(self, model: str = MODEL_NAMES[0], records: list[dict] | None = None,
@@ -141,13 +143,10 @@ class _FleetPredictions:
         return out
 
     def _online_features(self, model: str, machine_ids: list[str]) -> list[dict]:
-        from resources import build_resources
-
         if not machine_ids:
             raise bentoml.exceptions.InvalidArgument("machine_ids is empty")
         feature_set = CATALOGUE.models[model].feature_set
-        store = build_resources(resolved=True)["online_store"]
-        rows = store.read(feature_set, machine_ids)
+        rows = self.online_store.read(feature_set, machine_ids)
         unknown = [m for m, row in rows.items() if row is None]
         FEATURE_LOOKUPS.labels("hit").inc(len(rows) - len(unknown))
         if unknown:

@@ -47,6 +47,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60, verify=True) -> None:
+    """Until ``url`` answers 200, failing fast with the log's tail if the server process dies."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if requests.get(url, timeout=2, verify=verify).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready within {timeout:.0f} s:\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
 def _pg_admin(sql: str) -> None:
     import psycopg2
 

@@ -12,12 +12,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
 from platform_assets.settings import PROJECT_ROOT
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,15 +128,7 @@ def streamlit_server(first_training, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()[-3000:]
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health within 60 s"
-                time.sleep(0.5)
+        wait_http(f"{url}/_stcore/health", proc, tmp_path / "streamlit.log")
         yield url
     finally:
         proc.terminate()

@@ -14,23 +14,10 @@ import requests
 import yaml
 
 from platform_assets.settings import PROJECT_ROOT
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, wait_http
 from tests.integration.test_serving import start_server, stop_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"{url} not ready within {timeout:.0f} s"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +29,7 @@ def scraped(first_training, tmp_path_factory):
     procs.append(subprocess.Popen([sys.executable, "-m", "platform_assets.monitoring.exporter", "--port", str(exporter_port)],
                                   cwd=PROJECT_ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                   start_new_session=True))
-    _wait_http(f"http://127.0.0.1:{exporter_port}/metrics", procs[-1], log)
+    wait_http(f"http://127.0.0.1:{exporter_port}/metrics", procs[-1], log)
     service = start_server(tmp)
     # The repository's configuration, pointed at this test's ports and scraping every second.
     config = yaml.safe_load((PROJECT_ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
@@ -58,7 +45,7 @@ def scraped(first_training, tmp_path_factory):
     procs.append(subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
                                    f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
                                   stdout=open(plog, "wb"), stderr=subprocess.STDOUT, start_new_session=True))  # noqa: SIM115
-    _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", procs[-1], plog)
+    wait_http(f"http://127.0.0.1:{prom_port}/-/ready", procs[-1], plog)
     requests.post(f"{service.url}/predict", json={"model": "failure_within_24h", "machine_ids": ["M001"]},
                   headers=service.token("predict"), timeout=30)
     try:

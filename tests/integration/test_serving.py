@@ -21,7 +21,7 @@ import requests
 
 from platform_assets.settings import PROJECT_ROOT
 from serving.auth import mint
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CLS, REG = "failure_within_24h", "remaining_useful_life"
@@ -48,16 +48,8 @@ def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http") -> Run
         cwd=PROJECT_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True)
     url = f"{scheme}://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, log.read_text()[-4000:]
-        try:
-            if requests.get(f"{url}/readyz", timeout=2, verify=False).status_code == 200:
-                return Running(url, secret, proc, log)
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, "bentoml serve was not ready within 120 s:\n" + log.read_text()[-4000:]
-        time.sleep(0.5)
+    wait_http(f"{url}/readyz", proc, log, timeout=120, verify=False)
+    return Running(url, secret, proc, log)
 
 
 def stop_server(server: Running) -> None:
@@ -82,16 +74,7 @@ def dagster_web(first_training, ml_env, tmp_path_factory):
                              "-w", "workspace.yaml"], cwd=PROJECT_ROOT, env=env, start_new_session=True,
                             stdout=open(home / "webserver.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (home / "webserver.log").read_text()[-3000:]
-        try:
-            if requests.get(f"{url}/server_info", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, "dagster-webserver not ready within 120 s"
-        time.sleep(1)
+    wait_http(f"{url}/server_info", proc, home / "webserver.log", timeout=120)
     yield {"url": url, "prefix": ml_env["prefix"] + "train_"}
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
