@@ -3,19 +3,25 @@
 The sensor never consumes and never blocks past its tick: it reads the durable end offsets (the
 warehouse's ``streaming.batches``, written in the same transaction as the data) and the topic's
 high watermarks, and asks for a run covering the difference when the backlog is big enough
-(``min_messages``) or has waited long enough (``max_wait_seconds``). One batch per stream is in
-flight at a time, so batches land in offset order; while one runs the backlog grows and the next
-batch is bigger, which amortises the per-run overhead under load.
+(``min_messages``) or has waited long enough (``max_wait_seconds``).
 
-A failed run's ranges are requested again, unchanged, under a new run key (``...#retry-N``), so a
-failed range is retried, never skipped, and never split differently.
+The partitions are split into ``parallelism`` disjoint shards (partition % parallelism: stable, and a
+partition added to the topic joins a shard without moving the others). Each shard has one batch in
+flight at a time, so a partition's batches land in offset order, N shards run in parallel (N pods on
+Kubernetes), and while a batch runs its shard's backlog grows and the next batch is bigger, which
+amortises the per-run overhead under load. A shard is busy while any in-flight run of the stream
+covers one of its partitions, so a change of parallelism never lets two runs read one partition.
+
+A failed (or canceled) run's ranges are requested again, unchanged, under a new run key
+(``...#retry-N``), so a failed range is retried, never skipped, and never split differently (its lake
+files are named by the range: a retry replaces them).
 """
-
-from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -27,16 +33,57 @@ from resources.stream_store import StreamStore
 MAX_ATTEMPTS = 5
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+RETRIED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+SHARD_TAG, PARALLELISM_TAG = "stream/shard", "stream/parallelism"
 
 
-def plan_ranges(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]]) -> list[OffsetRange]:
-    """From the durable end (or the start policy) to the high watermark, capped per batch."""
+class PastRun(NamedTuple):
+    """What planning needs from a run of the stream (newest first in histories)."""
+
+    run_id: str
+    failed: bool  # failed or canceled: its ranges are retried unchanged if nothing was recorded
+    ranges: tuple[OffsetRange, ...]
+
+
+class ShardPlan(NamedTuple):
+    shard: int
+    ranges: list[OffsetRange]  # empty: nothing requested this tick (see reason)
+    attempt: int  # 0: a new batch; n: the n-th retry of a failed one
+    reason: str | None  # why nothing was requested
+    backlog_since: float | None
+
+
+def shard_of(partition: int, parallelism: int) -> int:
+    return partition % parallelism
+
+
+def shards(partitions, parallelism: int) -> dict[int, list[int]]:
+    """Shard → its partitions, for every shard (a shard may have none while partitions < parallelism)."""
+    out: dict[int, list[int]] = {s: [] for s in range(parallelism)}
+    for p in sorted(partitions):
+        out[shard_of(p, parallelism)].append(p)
+    return out
+
+
+def initial_origin(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Where partitions without a durable end start: the high watermarks for a brand-new ``latest``
+    stream (kept in the sensor's cursor, so later ticks do not keep skipping ahead), else nothing."""
+    if stream.start_from == "latest" and not durable:
+        return {p: high for p, (_, high) in marks.items()}
+    return {}
+
+
+def plan_ranges(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]],
+                origin: dict[int, int] | None = None) -> list[OffsetRange]:
+    """From the durable end to the high watermark, capped per batch. A partition without a durable end
+    starts at its ``origin`` if it has one, else at its low watermark: a partition added to the topic
+    while the platform runs is read from its beginning."""
+    if origin is None:
+        origin = initial_origin(stream, durable, marks)
     ranges, budget = [], stream.trigger.max_batch_messages
     per_partition = max(1, budget // max(1, len(marks)))
     for p, (low, high) in sorted(marks.items()):
-        start = durable.get(p)
-        if start is None:
-            start = low if stream.start_from == "earliest" else high
+        start = durable.get(p, origin.get(p, low))
         start = max(start, low)  # messages removed by retention cannot be read
         end = min(high, start + per_partition)
         if end > start:
@@ -44,76 +91,140 @@ def plan_ranges(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
     return ranges
 
 
-def run_key(name: str, ranges: list[OffsetRange]) -> str:
-    return f"{name}:" + ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges)
+def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]],
+                origin: dict[int, int], in_flight: Sequence[PastRun], recent: Sequence[PastRun],
+                attempts: Callable[[Sequence[OffsetRange]], int], now: float,
+                backlog_since: dict[int, float | None]) -> list[ShardPlan]:
+    """Per shard: wait for its in-flight run, retry its failed run unchanged, or plan a new batch.
+
+    ``in_flight``: every unfinished run of the stream; ``recent``: finished runs, newest first.
+    Pure, so the exactly-once rules are unit-tested without Dagster or Kafka.
+    """
+    busy = {p: r.run_id for r in in_flight for p in (x.partition for x in r.ranges)}
+    plans = []
+    for shard, parts in shards(marks, stream.parallelism).items():
+        since = backlog_since.get(shard)
+        running = sorted({busy[p] for p in parts if p in busy})
+        if running:
+            plans.append(ShardPlan(shard, [], 0, f"batch in flight: run {', '.join(running)}", since))
+            continue
+        last = next((r for r in recent if any(x.partition in parts for x in r.ranges)), None)
+        if last and last.failed and all(durable.get(x.partition, x.start) == x.start for x in last.ranges):
+            n = attempts(last.ranges)
+            if n >= MAX_ATTEMPTS:
+                plans.append(ShardPlan(shard, [], 0, f"ranges {ranges_text(last.ranges)} failed {n} times; "
+                                       "fix the cause and re-execute the last run from the UI", since))
+                continue
+            # The failed run may span shards (parallelism changed): its partitions are taken this tick.
+            busy.update({x.partition: f"{last.run_id} (retrying)" for x in last.ranges})
+            plans.append(ShardPlan(shard, list(last.ranges), n, None, since or now))
+            continue
+        ranges = plan_ranges(stream, durable, {p: marks[p] for p in parts}, origin)
+        if not ranges:
+            plans.append(ShardPlan(shard, [], 0, "no backlog", None))
+            continue
+        since = since or now
+        backlog = sum(r.end - r.start for r in ranges)
+        if backlog < stream.trigger.min_messages and now - since < stream.trigger.max_wait_seconds:
+            plans.append(ShardPlan(shard, [], 0, f"{backlog} messages waiting for {now - since:.1f} s", since))
+            continue
+        busy.update({r.partition: "(requested)" for r in ranges})
+        plans.append(ShardPlan(shard, ranges, 0, None, None))
+    return plans
 
 
-def range_tag(ranges: list[OffsetRange]) -> str:
+def ranges_text(ranges: Sequence[OffsetRange]) -> str:
+    return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges)
+
+
+def run_key(name: str, ranges: Sequence[OffsetRange], shard: int | None = None) -> str:
+    """Deterministic in the stream, the shard (when there are several) and the ranges."""
+    return f"{name if shard is None else f'{name}/shard-{shard}'}:{ranges_text(ranges)}"
+
+
+def range_tag(ranges: Sequence[OffsetRange]) -> str:
     return hashlib.sha1(json.dumps([list(r) for r in ranges]).encode()).hexdigest()[:16]
 
 
-def _run_request(name: str, job_name: str, asset_name: str, ranges: list[OffsetRange], attempt: int) -> dg.RunRequest:
-    key = run_key(name, ranges) + (f"#retry-{attempt}" if attempt else "")
+def _run_request(name: str, job_name: str, asset_name: str, plan: ShardPlan, parallelism: int) -> dg.RunRequest:
+    key = run_key(name, plan.ranges, plan.shard if parallelism > 1 else None)
     return dg.RunRequest(
-        run_key=key,
+        run_key=key + (f"#retry-{plan.attempt}" if plan.attempt else ""),
         job_name=job_name,
-        run_config={"ops": {asset_name: {"config": {"ranges": [r._asdict() for r in ranges]}}}},
-        tags={"stream": name, "stream/ranges": range_tag(ranges), "stream/messages": str(sum(r.end - r.start for r in ranges))},
+        run_config={"ops": {asset_name: {"config": {"ranges": [r._asdict() for r in plan.ranges]}}}},
+        tags={"stream": name, SHARD_TAG: str(plan.shard), PARALLELISM_TAG: str(parallelism),
+              "stream/ranges": range_tag(plan.ranges),
+              "stream/messages": str(sum(r.end - r.start for r in plan.ranges))},
     )
+
+
+def _past(run: dg.DagsterRun, asset_name: str) -> PastRun:
+    try:
+        ranges = tuple(OffsetRange(**r) for r in run.run_config["ops"][asset_name]["config"]["ranges"])
+    except (KeyError, TypeError):
+        ranges = ()
+    return PastRun(run.run_id, run.status in RETRIED, ranges)
+
+
+def _load_cursor(raw: str | None) -> tuple[dict[int, float | None], dict[int, int] | None]:
+    cursor = json.loads(raw) if raw else {}
+    since = cursor.get("backlog_since")
+    if not isinstance(since, dict):  # the cursor of the one-shard sensor: a timestamp or null
+        since = {"0": since}
+    origin = cursor.get("origin")
+    return ({int(s): t for s, t in since.items()},
+            {int(p): o for p, o in origin.items()} if origin is not None else None)
 
 
 def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_name: str,
                         default_status=dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
+    n = stream.parallelism
+
     @dg.sensor(name=f"{name}_stream_sensor", job_name=job_name, minimum_interval_seconds=1,
                default_status=default_status,
-               description=f"Launches micro-batches of {stream.topic} when {stream.trigger.min_messages} messages "
-                           f"are waiting or the oldest has waited {stream.trigger.max_wait_seconds:g} s.")
+               description=f"Launches micro-batches of {stream.topic} ({n} in parallel at most) when "
+                           f"{stream.trigger.min_messages} messages are waiting or the oldest has waited "
+                           f"{stream.trigger.max_wait_seconds:g} s.")
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, stream_store: StreamStore):
-        cursor = json.loads(context.cursor) if context.cursor else {}
+        backlog_since, origin = _load_cursor(context.cursor)
         now = time.time()
         try:
             marks = kafka.watermarks(stream.topic)
         except TopicNotFound as exc:
             return dg.SkipReason(f"{exc}: create it (make services-up creates the catalogue's topics)")
         durable = stream_store.durable_ends(stream.topic)
-        lag = {p: high - max(durable.get(p, low), low) for p, (low, high) in marks.items()}
+        if origin is None:
+            origin = initial_origin(stream, durable, marks)
+        lag = {p: high - max(durable.get(p, origin.get(p, low)), low) for p, (low, high) in marks.items()}
         observation = dg.AssetObservation(asset_key=topic_key(stream.topic), metadata={
             "consumer_lag": sum(lag.values()), "lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in lag.items()}),
             "high_watermarks": dg.MetadataValue.json({str(p): h for p, (_, h) in marks.items()}),
-            "consumer_group": group_id(name)})
+            "partitions": len(marks), "parallelism": n, "consumer_group": group_id(name)})
 
-        in_flight = context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT), limit=1)
-        if in_flight:
-            return dg.SensorResult(skip_reason=f"batch in flight: run {in_flight[0].run_id}",
-                                   asset_events=[observation], cursor=context.cursor)
+        in_flight = [_past(r, asset_name) for r in
+                     context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT))]
+        # Enough history to find each shard's last run (one run per shard in flight at a time).
+        recent = [_past(r, asset_name) for r in
+                  context.instance.get_runs(dg.RunsFilter(tags={"stream": name}), limit=10 * n + 10)
+                  if r.status not in IN_FLIGHT]
 
-        ranges = plan_ranges(stream, durable, marks)
-        if not ranges:
-            return dg.SensorResult(skip_reason="no backlog", asset_events=[observation],
-                                   cursor=json.dumps({"backlog_since": None}))
-        waiting_since = cursor.get("backlog_since") or now
-        backlog = sum(r.end - r.start for r in ranges)
-        # A failed batch is retried as it was: same ranges, new run key.
-        last = context.instance.get_runs(dg.RunsFilter(tags={"stream": name}), limit=1)
-        retry_ranges = None
-        if last and last[0].status == dg.DagsterRunStatus.FAILURE:
-            failed = [OffsetRange(**r) for r in last[0].run_config["ops"][asset_name]["config"]["ranges"]]
-            if all(durable.get(r.partition, r.start) == r.start for r in failed):
-                retry_ranges = failed
-        if retry_ranges is not None:
-            attempts = len(context.instance.get_run_ids(dg.RunsFilter(
-                tags={"stream": name, "stream/ranges": range_tag(retry_ranges)})))
-            if attempts >= MAX_ATTEMPTS:
-                return dg.SensorResult(
-                    skip_reason=f"ranges {run_key(name, retry_ranges)} failed {attempts} times; fix the cause "
-                                f"and re-execute the last run from the UI", asset_events=[observation],
-                    cursor=context.cursor)
-            return dg.SensorResult(run_requests=[_run_request(name, job_name, asset_name, retry_ranges, attempts)],
-                                   asset_events=[observation], cursor=json.dumps({"backlog_since": waiting_since}))
-        if backlog < stream.trigger.min_messages and now - waiting_since < stream.trigger.max_wait_seconds:
-            return dg.SensorResult(skip_reason=f"{backlog} messages waiting for {now - waiting_since:.1f} s",
-                                   asset_events=[observation], cursor=json.dumps({"backlog_since": waiting_since}))
-        return dg.SensorResult(run_requests=[_run_request(name, job_name, asset_name, ranges, 0)],
-                               asset_events=[observation], cursor=json.dumps({"backlog_since": None}))
+        def attempts(ranges):
+            return len(context.instance.get_run_ids(dg.RunsFilter(
+                tags={"stream": name, "stream/ranges": range_tag(ranges)})))
+
+        plans = plan_shards(stream, durable, marks, origin, in_flight, recent, attempts, now, backlog_since)
+        cursor = json.dumps({"backlog_since": {str(p.shard): p.backlog_since for p in plans},
+                             **({"origin": {str(p): o for p, o in origin.items()}} if origin else {})})
+        requests = [_run_request(name, job_name, asset_name, p, n) for p in plans if p.ranges]
+        if requests:
+            return dg.SensorResult(run_requests=requests, asset_events=[observation], cursor=cursor)
+        reasons = {p.reason for p in plans}
+        if reasons == {"no backlog"}:
+            skip = "no backlog"
+        elif n == 1:
+            skip = plans[0].reason
+        else:
+            skip = "; ".join(f"shard {p.shard}/{n}: {p.reason}" for p in plans)
+        return dg.SensorResult(skip_reason=skip, asset_events=[observation], cursor=cursor)
 
     return _sensor

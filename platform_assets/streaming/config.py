@@ -2,6 +2,10 @@
 
 A stream reuses a batch source's contract (``contract_of``), so a reading is valid or not by the
 same rules whether it arrived in a CSV file or on a topic.
+
+Scale settings differ per environment (a laptop, a 3-broker cluster), so each has one environment
+variable that overrides the catalogue without editing it (see ``ENV_OVERRIDES``); the catalogue
+holds the defaults.
 """
 
 from __future__ import annotations
@@ -53,8 +57,12 @@ class StreamConfig(_Strict):
     trigger: Trigger = Trigger()
     windows: Windows | None = None
     anomalies: Anomalies | None = None
-    # Where a new consumer starts when nothing has been written yet.
+    # Where a new consumer starts when nothing has been written yet. Partitions added to the topic
+    # later always start at their low watermark, whatever this says.
     start_from: str = Field(default="earliest", pattern="^(earliest|latest)$")
+    # Concurrent micro-batch runs: the partitions are split into this many disjoint shards
+    # (partition % parallelism), each with one batch in flight at a time.
+    parallelism: int = Field(default=1, gt=0)
 
     @model_validator(mode="after")
     def _anomalies_need_windows(self) -> StreamConfig:
@@ -85,9 +93,46 @@ class StreamCatalogue(_Strict):
         return sources.sources[self.streams[stream].contract_of].contract
 
 
+# Setting → (where it applies, field): "N" applies to every topic or stream, "name=N,name=N" to those named.
+ENV_OVERRIDES = {
+    "STREAM_TOPIC_PARTITIONS": ("topics", "partitions"),
+    "STREAM_TOPIC_REPLICATION_FACTOR": ("topics", "replication_factor"),
+    "STREAM_PARALLELISM": ("streams", "parallelism"),
+}
+
+
+def _parse_override(var: str, value: str, names) -> dict[str, int]:
+    """``"12"`` → every name; ``"a=12,b=3"`` → those names. Unknown names fail: a typo must not pass silently."""
+    value = value.strip()
+    try:
+        if "=" not in value:
+            return dict.fromkeys(names, int(value))
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        parsed = {k.strip(): int(v) for k, v in pairs}
+    except ValueError:
+        raise CatalogueError(f"{var}={value!r}: expected N or name=N,name=N") from None
+    unknown = sorted(set(parsed) - set(names))
+    if unknown:
+        raise CatalogueError(f"{var}: {unknown} not in the stream catalogue (known: {sorted(names)})")
+    return parsed
+
+
+def apply_env_overrides(catalogue: StreamCatalogue, environ=os.environ) -> StreamCatalogue:
+    """The catalogue with the scale settings of this environment applied (validated like the file)."""
+    data = catalogue.model_dump()
+    for var, (section, field) in ENV_OVERRIDES.items():
+        if environ.get(var, "").strip():
+            for name, n in _parse_override(var, environ[var], data[section]).items():
+                data[section][name][field] = n
+    try:
+        return StreamCatalogue.model_validate(data)
+    except ValueError as exc:
+        raise CatalogueError(f"stream catalogue after {', '.join(ENV_OVERRIDES)}: {exc}") from None
+
+
 def load_streams(sources: Catalogue, path: str | os.PathLike | None = None) -> StreamCatalogue:
     path = Path(path or os.environ.get("PLATFORM_STREAMS_FILE") or DEFAULT_STREAMS)
-    catalogue = load_validated(path, StreamCatalogue, "stream catalogue")
+    catalogue = apply_env_overrides(load_validated(path, StreamCatalogue, "stream catalogue"))
     for name, stream in catalogue.streams.items():
         source = sources.sources.get(stream.contract_of)
         if source is None:

@@ -126,13 +126,13 @@ def test_sensor_waits_for_size_or_age_and_reports_lag(harness):
     send(harness, 10)  # below min_messages
     first = harness.tick()
     assert not first.run_requests and "10 messages waiting" in first.skip_message
-    since = json.loads(first.cursor)["backlog_since"]
+    since = json.loads(first.cursor)["backlog_since"]["0"]  # per shard; one shard here
     assert since is not None
     lag = first.asset_events[0].metadata["consumer_lag"].value
     assert lag == 10
     time.sleep(harness.streams.streams[STREAM].trigger.max_wait_seconds + 0.2)
     second = harness.tick()
-    assert len(second.run_requests) == 1 and json.loads(second.cursor)["backlog_since"] is None
+    assert len(second.run_requests) == 1 and json.loads(second.cursor)["backlog_since"] == {"0": None}
 
 
 def test_missing_topic_gives_a_clear_skip(platform):

@@ -1,9 +1,9 @@
-"""How the sensor turns durable offsets and watermarks into ranges."""
+"""How the sensor turns durable offsets and watermarks into ranges, per shard."""
 
 from platform_assets.sources.config import load_catalogue
 from platform_assets.streaming.config import StreamConfig, load_streams
 from resources.kafka import OffsetRange
-from sensors.kafka_streams import plan_ranges, run_key
+from sensors.kafka_streams import PastRun, ShardPlan, plan_ranges, plan_shards, run_key, shards
 
 STREAM = load_streams(load_catalogue()).streams["sensor_readings"]
 
@@ -28,3 +28,106 @@ def test_batches_are_capped_across_partitions():
 def test_run_key_is_deterministic_in_topic_and_ranges():
     assert run_key("s", [OffsetRange(0, 1, 5), OffsetRange(3, 0, 2)]) == "s:0:1-5,3:0-2"
     assert isinstance(STREAM, StreamConfig)
+
+
+# -- shards: parallel micro-batches ---------------------------------------------------------------
+
+NOW = 1_000.0
+TWO = STREAM.model_copy(update={"parallelism": 2, "trigger": STREAM.trigger.model_copy(update={"min_messages": 1})})
+MARKS = {p: (0, 100) for p in range(5)}
+
+
+def plan(stream=TWO, durable=None, marks=MARKS, in_flight=(), recent=(), attempts=lambda r: 1, since=None):
+    return plan_shards(stream, durable or {}, marks, {}, list(in_flight), list(recent), attempts, NOW, since or {})
+
+
+def test_shards_are_disjoint_cover_every_partition_and_stay_put_when_partitions_are_added():
+    for n in (1, 2, 3, 4):
+        for count in (1, 3, 6, 7, 12):
+            split = shards(range(count), n)
+            assert sorted(p for parts in split.values() for p in parts) == list(range(count))
+            assert set(split) == set(range(n))
+            grown = shards(range(count + 2), n)  # two partitions added: none of the old ones moves
+            assert all(set(split[s]) <= set(grown[s]) for s in split)
+
+
+def test_each_shard_gets_its_own_batch_over_its_own_partitions():
+    plans = plan()
+    assert [p.shard for p in plans] == [0, 1]
+    assert [[r.partition for r in p.ranges] for p in plans] == [[0, 2, 4], [1, 3]]
+    assert all(p.attempt == 0 and p.reason is None for p in plans)
+
+
+def test_in_flight_blocks_only_the_shard_whose_partitions_it_reads():
+    running = PastRun("run-a", False, (OffsetRange(1, 0, 50), OffsetRange(3, 0, 50)))
+    plans = plan(in_flight=[running])
+    assert plans[0].ranges and not plans[1].ranges and "run-a" in plans[1].reason
+    # After a change of parallelism, a run of the old layout blocks every shard it overlaps.
+    old = PastRun("run-old", False, (OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)))
+    assert all(not p.ranges and "run-old" in p.reason for p in plan(in_flight=[old]))
+
+
+def test_a_failed_shard_is_retried_unchanged_while_the_other_moves_on():
+    failed = (OffsetRange(1, 0, 40), OffsetRange(3, 0, 40))
+    done = PastRun("ok", False, (OffsetRange(0, 0, 40), OffsetRange(2, 0, 40), OffsetRange(4, 0, 40)))
+    recent = [PastRun("bad", True, failed), done]
+    plans = plan(durable={0: 40, 2: 40, 4: 40}, recent=recent, attempts=lambda r: 1)
+    assert plans[1] == ShardPlan(1, list(failed), 1, None, NOW)  # same ranges, first retry
+    assert plans[0].ranges == [OffsetRange(0, 40, 100), OffsetRange(2, 40, 100), OffsetRange(4, 40, 100)]
+    # Recorded before it failed (e.g. the commit failed): not retried, the next batch follows on.
+    moved_on = plan(durable={0: 40, 1: 40, 2: 40, 3: 40, 4: 40}, recent=recent)
+    assert moved_on[1].ranges == [OffsetRange(1, 40, 100), OffsetRange(3, 40, 100)] and moved_on[1].attempt == 0
+    # Too many attempts: the shard stops and says why; the other shard is unaffected.
+    stuck = plan(durable={0: 40, 2: 40, 4: 40}, recent=recent, attempts=lambda r: 5)
+    assert not stuck[1].ranges and "failed 5 times" in stuck[1].reason and stuck[0].ranges
+
+
+def test_a_failed_run_spanning_shards_is_retried_once():
+    failed = PastRun("bad", True, (OffsetRange(0, 0, 40), OffsetRange(1, 0, 40)))
+    plans = plan(marks={0: (0, 100), 1: (0, 100)}, recent=[failed])
+    assert [p.ranges for p in plans] == [list(failed.ranges), []]
+    assert "retrying" in plans[1].reason
+
+
+def test_small_backlog_waits_per_shard():
+    slow = TWO.model_copy(update={"trigger": TWO.trigger.model_copy(update={"min_messages": 1000})})
+    fresh = plan(slow)
+    assert not any(p.ranges for p in fresh) and [p.backlog_since for p in fresh] == [NOW, NOW]
+    aged = plan(slow, since={0: NOW - 60, 1: NOW})
+    assert aged[0].ranges and not aged[1].ranges
+
+
+def test_a_partition_added_while_running_starts_at_its_low_watermark():
+    durable = {0: 100, 1: 100}
+    grown = {0: (0, 120), 1: (0, 100), 2: (0, 30)}  # partition 2 is new
+    assert plan_ranges(STREAM, durable, grown) == [OffsetRange(0, 100, 120), OffsetRange(2, 0, 30)]
+    # Even for a stream that started from the latest offsets: the policy is for the first start only.
+    latest = STREAM.model_copy(update={"start_from": "latest"})
+    assert plan_ranges(latest, durable, grown) == [OffsetRange(0, 100, 120), OffsetRange(2, 0, 30)]
+    assert plan_ranges(latest, {}, grown, origin={0: 120, 1: 100}) == [OffsetRange(2, 0, 30)]
+    # With shards, it joins partition % parallelism.
+    plans = plan(durable=durable, marks=grown)
+    assert plans[0].ranges == [OffsetRange(0, 100, 120), OffsetRange(2, 0, 30)] and not plans[1].ranges
+
+
+def test_shard_run_keys_name_the_shard():
+    assert run_key("s", [OffsetRange(1, 0, 5)], shard=1) == "s/shard-1:1:0-5"
+
+
+def test_scale_settings_come_from_the_environment_without_editing_the_catalogue():
+    import pytest
+
+    from platform_assets.sources.config import CatalogueError
+    from platform_assets.streaming.config import apply_env_overrides
+
+    base = load_streams(load_catalogue())
+    env = {"STREAM_TOPIC_PARTITIONS": "iot.sensor-readings=12", "STREAM_TOPIC_REPLICATION_FACTOR": "3",
+           "STREAM_PARALLELISM": "sensor_readings=4"}
+    scaled = apply_env_overrides(base, env)
+    assert scaled.topics["iot.sensor-readings"].partitions == 12 and scaled.topics["app.logs"].partitions == 3
+    assert {t.replication_factor for t in scaled.topics.values()} == {3}
+    assert scaled.streams["sensor_readings"].parallelism == 4 and scaled.streams["app_logs"].parallelism == 1
+    for bad in ({"STREAM_PARALLELISM": "sensor_reading=2"}, {"STREAM_TOPIC_PARTITIONS": "0"},
+                {"STREAM_PARALLELISM": "two"}):
+        with pytest.raises(CatalogueError):
+            apply_env_overrides(base, bad)
