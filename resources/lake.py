@@ -2,13 +2,16 @@
 
 Zones under the root: ``raw/`` (each source's bytes in their original format), ``clean/`` (typed
 Parquet, daily ``date=YYYY-MM-DD`` partition folders), ``processed/`` (Spark output). Locally the
-root is ``data/lake``; in production an ``s3://bucket/prefix`` URI, with credentials from the
-usual AWS environment variables that pyarrow reads.
+root is ``data/lake``; in production an ``s3://bucket/prefix`` URI, with credentials, region and
+endpoint from the standard AWS environment variables that pyarrow reads (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL`` for an S3-compatible store), or
+pyarrow's URI options (``s3://bucket/prefix?endpoint_override=host:port&scheme=http``).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 from collections.abc import Iterable
 
@@ -41,13 +44,23 @@ class LakeResource(dg.ConfigurableResource):
         _, base = self._filesystem()
         return posixpath.join(base, *parts)
 
+    @property
+    def is_local(self) -> bool:
+        """True for a folder on this machine's filesystem (a plain path or ``file://``)."""
+        return "://" not in self.root or self.root.startswith("file://")
+
     def uri(self, *parts: str) -> str:
-        """Location of an object as other engines (Spark, people) name it."""
-        if "://" in self.root:
-            scheme = self.root.split("://", 1)[0]
-            spark_scheme = {"s3": "s3a"}.get(scheme, scheme)
-            return f"{spark_scheme}://{self.path(*parts)}"
-        return self.path(*parts)
+        """Location of an object as other engines (Spark, people) name it.
+
+        Local paths are absolute: Spark executors on a cluster run in another working directory.
+        ``s3://`` becomes ``s3a://`` (Hadoop's S3 connector); URI query options are pyarrow's, not
+        part of the location, and are dropped.
+        """
+        if self.is_local:
+            return os.path.abspath(self.path(*parts))
+        scheme = self.root.split("://", 1)[0]
+        spark_scheme = {"s3": "s3a"}.get(scheme, scheme)
+        return f"{spark_scheme}://{self.path(*parts)}"
 
     # -- bytes -----------------------------------------------------------------------------------
     def write_bytes(self, rel: str, data: bytes) -> str:

@@ -1,7 +1,10 @@
 """The Spark batch path: clean lake tables → processed lake tables → warehouse marts.
 
-Spark reads and writes the lake directly (Parquet with Hive-style ``date=`` folders); the marts
-leave Spark as small pandas frames through Arrow and are loaded by the warehouse IO manager.
+Spark reads and writes the lake (Parquet with Hive-style ``date=`` folders) through
+``resources.spark_lake``, directly or through Arrow as the lake-access mode says, so the same
+assets run on a local lake, a cluster and an object store. The marts leave Spark as small pandas
+frames through Arrow and are loaded by the warehouse IO manager. Every Spark step claims a slot in
+the ``spark`` pool: one Spark application per slot.
 """
 
 
@@ -12,12 +15,13 @@ import pandas as pd
 
 from platform_assets.batch import aggregates, cleaning
 from platform_assets.metadata import frame_metadata
-from platform_assets.policies import IO_RETRY, SINGLE_RUN_BACKFILL
+from platform_assets.policies import IO_RETRY, SINGLE_RUN_BACKFILL, SPARK_POOL
 from platform_assets.sources.config import Catalogue
 from platform_assets.sources.factory import clean_key
 from resources.lake import LakeResource
-from resources.lake_io_manager import days_in, partition_dir
+from resources.lake_io_manager import days_in
 from resources.spark import SparkResource
+from resources.spark_lake import read_days, read_snapshot, write_days
 
 PROCESSED_READINGS = dg.AssetKey(["lake", "processed", "sensor_readings"])
 PROCESSED_MACHINES = dg.AssetKey(["lake", "processed", "machines"])
@@ -32,14 +36,16 @@ def machine_register(machines: pd.DataFrame, sites: pd.DataFrame) -> pd.DataFram
     return machines.merge(sites[["site_id", "site_name", "region", "country", "timezone"]], on="site_id", how="left")
 
 
-def _read_days(spark, lake: LakeResource, key: dg.AssetKey, days):
-    base = posixpath.join(*key.path[1:])
-    paths = [lake.uri(partition_dir(base, d)) for d in days]
-    return spark.read.option("basePath", lake.uri(base)).parquet(*paths)
+def _lake_dir(key: dg.AssetKey) -> str:
+    return posixpath.join(*key.path[1:])
 
 
-def _read_snapshot(spark, lake: LakeResource, key: dg.AssetKey):
-    return spark.read.parquet(lake.uri(*key.path[1:], "data.parquet"))
+def _read_days(spark: SparkResource, lake: LakeResource, key: dg.AssetKey, days):
+    return read_days(spark, lake, _lake_dir(key), days)
+
+
+def _read_snapshot(spark: SparkResource, lake: LakeResource, key: dg.AssetKey):
+    return read_snapshot(spark, lake, posixpath.join(_lake_dir(key), "data.parquet"))
 
 
 def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition) -> list:
@@ -83,6 +89,7 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         backfill_policy=SINGLE_RUN_BACKFILL,
         group_name="processed",
         kinds={"spark", "parquet"},
+        pool=SPARK_POOL,
         check_specs=[
             dg.AssetCheckSpec("key_unique", asset=PROCESSED_READINGS, blocking=True,
                               description="One row per (machine_id, ts)."),
@@ -99,13 +106,11 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         from pyspark.sql import functions as F
 
         days = days_in(context.partition_time_window)
-        session = spark.session
-        clean = _read_days(session, lake, clean_key("sensor_readings"), days)
-        register = _read_snapshot(session, lake, PROCESSED_MACHINES)
+        clean = _read_days(spark, lake, clean_key("sensor_readings"), days)
+        register = _read_snapshot(spark, lake, PROCESSED_MACHINES)
         deduped = cleaning.dedupe_on_key(clean, READING_KEY)
         out = cleaning.enrich(cleaning.null_outliers(deduped, limits), register).cache()
-        uri = lake.uri(*PROCESSED_READINGS.path[1:])
-        out.write.mode("overwrite").partitionBy("date").parquet(uri)
+        uri = write_days(spark, lake, out, _lake_dir(PROCESSED_READINGS), days)
 
         clean_rows = clean.count()
         distinct_keys = clean.select(*READING_KEY).distinct().count()
@@ -155,6 +160,7 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         backfill_policy=SINGLE_RUN_BACKFILL,
         retry_policy=IO_RETRY,
         group_name="warehouse",
+        pool=SPARK_POOL,
         check_specs=[dg.AssetCheckSpec("readings_reconcile", asset=hourly_key, blocking=True,
                                        description="Sum of hourly readings = processed rows in the window.")],
     )
@@ -162,13 +168,12 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         from pyspark.sql import functions as F
 
         days = days_in(context.partition_time_window)
-        session = spark.session
-        readings = _read_days(session, lake, PROCESSED_READINGS, days).cache()
-        register = _read_snapshot(session, lake, PROCESSED_MACHINES)
-        failures = _read_snapshot(session, lake, clean_key("failures")).where(
+        readings = _read_days(spark, lake, PROCESSED_READINGS, days).cache()
+        register = _read_snapshot(spark, lake, PROCESSED_MACHINES)
+        failures = _read_snapshot(spark, lake, clean_key("failures")).where(
             F.to_date("failure_time").isin(days)
         )
-        maintenance = _read_days(session, lake, clean_key("maintenance"), days)
+        maintenance = _read_days(spark, lake, clean_key("maintenance"), days)
         hourly = aggregates.machine_hourly(readings).cache()
         daily = aggregates.machine_daily(hourly, readings, failures, maintenance).cache()
         site = aggregates.site_daily(daily, register)
@@ -197,12 +202,13 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         io_manager_key="warehouse_io_manager",
         group_name="warehouse",
         kinds={"spark", "postgres"},
+        pool=SPARK_POOL,
         automation_condition=dg.AutomationCondition.eager(),
         description="Application log events per day, service and level, with p95 latency from the nested context.",
     )
     def app_log_daily_stats(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> pd.DataFrame:
         days = days_in(context.partition_time_window)
-        logs = _read_days(spark.session, lake, clean_key("app_logs"), days)
+        logs = _read_days(spark, lake, clean_key("app_logs"), days)
         return aggregates.app_log_daily(logs).orderBy("date", "service", "level").toPandas()
 
     return [processed_machines, dim_machines, dim_machines_unique, processed_sensor_readings,
