@@ -102,7 +102,7 @@ def test_a_broken_instance_is_rejected_with_a_clear_error(tmp_path, instance_env
 
     # Tag limits in the coordinator and in `concurrency` at once: Dagster refuses the ambiguity.
     both = copy.deepcopy(load())
-    both["run_coordinator"]["config"]["tag_concurrency_limits"] = [{"key": "stream", "limit": 1}]
+    both["run_coordinator"]["config"]["tag_concurrency_limits"] = [{"key": "dagster/backfill", "limit": 1}]
     shutil.rmtree(tmp_path)
     tmp_path.mkdir()
     with pytest.raises(DagsterInvalidConfigError, match="tag_concurrency_limits"):
