@@ -1,0 +1,119 @@
+"""The same batch path with the lake on an S3-compatible object store (moto's server on 127.0.0.1).
+
+pyarrow's S3 filesystem reaches it through the standard AWS environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``) and ``LAKE_ROOT=s3://bucket/lake``.
+Spark has no S3 connector jar here, so the Spark assets use the ``arrow`` lake-access mode (what
+``auto`` picks for an object store). Sources, quarantine and marts must match the local run's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.integration.conftest import DAYS, START
+from tests.integration.test_spark_cluster import mart_digest, warehouse_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+END = START + dt.timedelta(days=DAYS - 1)
+BUCKET, PREFIX = "platform-lake", "lake"
+MARTS = ["machine_hourly_stats", "machine_daily_stats", "site_daily_stats", "app_log_daily_stats", "dim_machines"]
+
+
+@pytest.fixture(scope="module")
+def object_store(tmp_path_factory):
+    """moto's S3 server on a free port, with the lake's bucket; the env that points pyarrow at it."""
+    import boto3
+
+    from tests.integration.conftest import free_port, wait_http
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
+                                 "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/moto-api/", proc, log, timeout=30)
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+        s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=BUCKET)
+        yield {"env": env, "s3": s3}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3_run(object_store, batch_run, platform):
+    """data_pipeline over the demo week with LAKE_ROOT on the object store, into a fresh warehouse DB."""
+    from tests.integration.conftest import _pg_admin
+    from tests.integration.pipeline import failure_messages, run_assets
+
+    db = f"t_wh_s3_{uuid.uuid4().hex[:8]}"
+    _pg_admin(f'CREATE DATABASE "{db}"')
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in {**object_store["env"], "LAKE_ROOT": f"s3://{BUCKET}/{PREFIX}",
+                               "WAREHOUSE_DB": db}.items():
+                mp.setenv(key, value)
+            mp.delenv("SPARK_LAKE_ACCESS", raising=False)  # auto: arrow for an object store
+            result = run_assets(START, END)
+        assert result.success, failure_messages(result)
+        yield {"result": result, "warehouse": warehouse_for(db)}
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def bucket_keys(s3) -> set[str]:
+    keys = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/"):
+        keys |= {o["Key"][len(PREFIX) + 1:] for o in page.get("Contents", []) if not o["Key"].endswith("/")}
+    return keys
+
+
+def test_objects_land_in_the_bucket_zone_by_zone(s3_run, object_store, platform):
+    s3 = object_store["s3"]
+    keys = bucket_keys(s3)
+    days = [START + dt.timedelta(days=i) for i in range(DAYS)]
+    for day in days:
+        assert f"raw/sensor_readings/date={day}/{day}.csv" in keys
+        assert f"clean/sensor_readings/date={day}/part-0.parquet" in keys
+        assert f"processed/sensor_readings/date={day}/part-0.parquet" in keys
+    assert {"processed/machines/data.parquet", "clean/failures/data.parquet",
+            "raw/machines/snapshot/public_machines.parquet"} <= keys
+    assert not [k for k in keys if k.endswith(".tmp")]
+    # The raw zone keeps the source's bytes.
+    for day in (START, END):
+        body = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/raw/sensor_readings/date={day}/{day}.csv")["Body"].read()
+        assert body == (platform.files_root / "sensor_readings" / f"{day}.csv").read_bytes()
+    # Every object the local lake holds for the non-Spark zones is in the bucket too.
+    local = {p.relative_to(platform.lake_root).as_posix() for p in (platform.lake_root / "raw").rglob("*") if p.is_file()}
+    assert local <= keys
+
+
+def test_quarantine_and_marts_equal_the_local_run(s3_run, warehouse):
+    s3_wh = s3_run["warehouse"]
+    from platform_assets.sources.config import load_catalogue
+
+    for table in load_catalogue().sources:
+        count = f'SELECT count(*) AS n FROM quarantine."{table}"'
+        assert int(s3_wh.query(count)["n"].iloc[0]) == int(warehouse.query(count)["n"].iloc[0]), table
+    for mart in MARTS:
+        on_s3, local = mart_digest(s3_wh, mart), mart_digest(warehouse, mart)
+        assert on_s3 == local and local[0] > 0, mart
+
+
+def test_lake_paths_in_metadata_name_the_object_store(s3_run):
+    import dagster as dg
+
+    from tests.integration.pipeline import metadata
+
+    meta = metadata(s3_run["result"], dg.AssetKey(["lake", "processed", "sensor_readings"]))
+    assert meta["path"] == f"s3a://{BUCKET}/{PREFIX}/processed/sensor_readings"
