@@ -276,6 +276,47 @@ pg_initdb() {
     printf '%s\n' "$out" >"$PG_DIR/initdb.log"
 }
 
+# TLS (encryption in transit): a local CA and a server certificate for 127.0.0.1 and localhost,
+# made once. The CA certificate goes where PGSSLROOTCERT says, so every libpq client (psycopg2,
+# psql, dagster-postgres, MLflow's backend store) verifies the server with PGSSLMODE=verify-full.
+# Settings go to tls.conf, included from postgresql.conf, so a running server takes them on reload.
+pg_tls_files() {
+    local tls="$PG_DIR/tls" ca=$PGSSLROOTCERT
+    [[ $ca == /* ]] || ca=$PROJECT_ROOT/$ca
+    if [[ ! -s $PG_DATA/server.crt || ! -s $PG_DATA/server.key || ! -s $ca ]]; then
+        command -v openssl >/dev/null || die "postgres: openssl is needed to make the local TLS certificates"
+        mkdir -p "$tls" "$(dirname "$ca")"
+        (
+            cd "$tls" || exit 1
+            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dagster-ml-platform local CA" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+                -keyout ca.key -out ca.crt
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+                -extfile server.ext -out server.crt
+        ) >"$PG_DIR/tls.log" 2>&1 || { show_logs "$PG_DIR/tls.log"; die "postgres: could not make TLS certificates"; }
+        chmod 600 "$tls/ca.key" "$tls/server.key"
+        install -m 600 "$tls/server.crt" "$PG_DATA/server.crt"
+        install -m 600 "$tls/server.key" "$PG_DATA/server.key"
+        is_root && chown postgres:postgres "$PG_DATA/server.crt" "$PG_DATA/server.key"
+        install -m 644 "$tls/ca.crt" "$ca"
+    fi
+    printf '%s\n' "ssl = on" "ssl_cert_file = 'server.crt'" "ssl_key_file = 'server.key'" \
+        "ssl_min_protocol_version = 'TLSv1.2'" >"$PG_DATA/tls.conf"
+    is_root && chown postgres:postgres "$PG_DATA/tls.conf"
+    grep -q "^include_if_exists = 'tls.conf'" "$PG_DATA/postgresql.conf" \
+        || printf "\ninclude_if_exists = 'tls.conf'\n" >>"$PG_DATA/postgresql.conf"
+}
+
+# A server started before TLS was set up (an older checkout) takes it on without a restart.
+pg_tls_running() {
+    [[ $(pg_super_psql -At -c 'SHOW ssl' 2>/dev/null) == on ]] && return 0
+    pg_tls_files
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null
+    sleep 0.5
+}
+
 # psql as the superuser over the private socket.
 pg_super_psql() {
     "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK_DIR" -p "$PG_PORT" -U postgres -d postgres "$@"
@@ -297,6 +338,7 @@ SQL
 
 pg_provision() {
     pg_provision_one "$WAREHOUSE_USER" "$WAREHOUSE_PASSWORD" "$WAREHOUSE_DB"
+    pg_provision_one "$WAREHOUSE_USER" "$WAREHOUSE_PASSWORD" "$DAGSTER_PG_DB"  # the Dagster instance's storage
     if [[ $OPS_POSTGRES_USER != "$WAREHOUSE_USER" || $OPS_POSTGRES_PASSWORD != "$WAREHOUSE_PASSWORD" \
         || $OPS_POSTGRES_DB != "$WAREHOUSE_DB" ]]; then
         [[ $OPS_POSTGRES_USER == "$WAREHOUSE_USER" && $OPS_POSTGRES_PASSWORD != "$WAREHOUSE_PASSWORD" ]] \
@@ -324,8 +366,11 @@ pg_up() {
         running_port=$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)
         [[ -z $running_port || $running_port == "$PG_PORT" ]] \
             || die "postgres: already running on port $running_port (pid $pid), but WAREHOUSE_PORT is $PG_PORT: run 'services.sh down postgres' first"
-        pg_healthy || { pg_provision >/dev/null && pg_healthy; } \
-            || fail_start postgres "running (pid $pid) but not answering on 127.0.0.1:$PG_PORT" "$PG_LOG"
+        pg_tls_running
+        # Idempotent: databases added to the settings since the server was made appear now.
+        pg_provision >"$PG_DIR/provision.log" 2>&1 \
+            || fail_start postgres "could not create role/databases" "$PG_DIR/provision.log" "$PG_LOG"
+        pg_healthy || fail_start postgres "running (pid $pid) but not answering on 127.0.0.1:$PG_PORT" "$PG_LOG"
         say postgres "up  127.0.0.1:$PG_PORT (already running, pid $pid, data $(show_path "$PG_DIR"))"
         unlock_service
         return 0
@@ -337,6 +382,7 @@ pg_up() {
     if [[ -s $PG_DATA/PG_VERSION && $(<"$PG_DATA/PG_VERSION") != "$("$PG_BIN/pg_ctl" --version | awk '{ split($3, v, "."); print v[1] }')" ]]; then
         die "postgres: $PG_DATA was made by PostgreSQL $(<"$PG_DATA/PG_VERSION"), but $PG_BIN is another major version"
     fi
+    pg_tls_files
     rm -f "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT" "$PG_SOCK_DIR/.s.PGSQL.$PG_PORT.lock" 2>/dev/null || true
     # pg_ctl -w waits for readiness and notices a server that dies while starting.
     if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$READY_TIMEOUT" \

@@ -22,6 +22,7 @@ from platform_assets.ml import training as tr
 from platform_assets.ml.config import FeatureSetConfig, ModelCatalogue, ModelConfig
 from platform_assets.ml.features import machine_hourly_features
 from platform_assets.ml.params import PARAMS
+from platform_assets.policies import TRAINING_POOL
 from platform_assets.sources.factory import clean_key
 from resources.mlflow_tracking import MlflowResource
 from resources.online_store import OnlineStoreResource
@@ -114,6 +115,7 @@ def build_candidate(model_name: str, model: ModelConfig, fs: FeatureSetConfig, a
 
     @dg.asset(key=candidate_key(model_name, algorithm), ins={"features": dg.AssetIn(features_key(model.feature_set))},
               group_name="ml", kinds={"scikit-learn", "mlflow"}, automation_condition=EAGER,
+              pool=TRAINING_POOL,
               description=f"{algorithm} {model.task} of {model.target}, tracked in MLflow and registered "
                           f"as a version of {model_name}.")
     def _candidate(context: dg.AssetExecutionContext, config: params_cls, features: pd.DataFrame,

@@ -24,6 +24,8 @@ from platform_assets.settings import PROJECT_ROOT, load_local_defaults
 
 START = dt.date(2026, 11, 1)
 DAYS = 7  # the demo fleet itself: small sources need its size to stay under their bad-row limits
+# PostgreSQL databases each session makes for itself: warehouse, operational source, Dagster instance.
+PG_DATABASES = ("WAREHOUSE_DB", "OPS_POSTGRES_DB", "DAGSTER_PG_DB")
 
 
 @dataclass
@@ -120,9 +122,10 @@ def platform(tmp_path_factory) -> PlatformUnderTest:
     root = tmp_path_factory.mktemp("platform")
     env = {
         "WAREHOUSE_DB": f"t_wh_{suffix}", "OPS_POSTGRES_DB": f"t_ops_{suffix}", "MYSQL_DB": f"t_plant_{suffix}",
+        "DAGSTER_PG_DB": f"t_dagster_{suffix}",
         "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"),
     }
-    for key in ("WAREHOUSE_DB", "OPS_POSTGRES_DB"):
+    for key in PG_DATABASES:
         _pg_admin(f'CREATE DATABASE "{env[key]}"')
     _mysql_admin(f"CREATE DATABASE `{env['MYSQL_DB']}`")
     saved = {k: os.environ.get(k) for k in [*env, "DEMO_API_URL"]}
@@ -150,7 +153,7 @@ def platform(tmp_path_factory) -> PlatformUnderTest:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        for key in ("WAREHOUSE_DB", "OPS_POSTGRES_DB"):
+        for key in PG_DATABASES:
             _pg_admin(f'DROP DATABASE IF EXISTS "{env[key]}" WITH (FORCE)')
         _mysql_admin(f"DROP DATABASE IF EXISTS `{env['MYSQL_DB']}`")
 

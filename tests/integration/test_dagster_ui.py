@@ -26,7 +26,7 @@ def graphql(port: int, query: str) -> dict:
         return json.load(resp)
 
 
-def test_webserver_serves_every_asset_with_its_group(tmp_path):
+def test_webserver_serves_every_asset_with_its_group(tmp_path, platform):  # platform: its own Dagster database
     port = free_port()
     (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "deploy" / "local" / "dagster.yaml").read_text())
     log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 (open while the server runs)

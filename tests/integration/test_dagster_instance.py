@@ -1,0 +1,110 @@
+"""The local Dagster instance on PostgreSQL (deploy/local/dagster.yaml): storage and pools.
+
+Each test module gets a database of its own on the local server; runs go through the same
+dagster.yaml the demo uses, so what is asserted here is what `make demo` runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from platform_assets.settings import PROJECT_ROOT
+from tests.integration.conftest import _pg_admin
+from tests.integration.pooled_job import MARKS_ENV, POOL
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+
+@pytest.fixture(scope="module")
+def pg_home(tmp_path_factory, platform):
+    db = f"t_dagster_{uuid.uuid4().hex[:8]}"
+    _pg_admin(f'CREATE DATABASE "{db}"')
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    saved = os.environ.get("DAGSTER_PG_DB")
+    os.environ["DAGSTER_PG_DB"] = db
+    try:
+        yield home, db
+    finally:
+        os.environ.pop("DAGSTER_PG_DB") if saved is None else os.environ.__setitem__("DAGSTER_PG_DB", saved)
+        _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _query(db: str, sql: str, *args) -> list[tuple]:
+    conn = psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
+                            user=os.environ["WAREHOUSE_USER"], password=os.environ["WAREHOUSE_PASSWORD"], dbname=db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_local_instance_keeps_everything_in_postgres(pg_home):
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    home, db = pg_home
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    # The connection is encrypted and the server's certificate verified (PGSSLMODE=verify-full).
+    assert _query(db, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(True,)]
+
+
+def test_cli_run_of_platform_assets_is_recorded_in_postgres(pg_home):
+    """`dagster asset materialize` (a subprocess, multiprocess executor) on the demo's instance config."""
+    home, db = pg_home
+    keys = ["lake/raw/machines", "lake/clean/machines", "warehouse/quarantine/machines"]
+    proc = subprocess.run(
+        [str(Path(PROJECT_ROOT, ".venv", "bin", "dagster")), "asset", "materialize",
+         "-m", "platform_assets.definitions", "--select", ",".join(keys)],
+        cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # Read back with SQL, not through Dagster: the records are in this database's tables.
+    runs = _query(db, "SELECT run_id, status FROM runs")
+    assert [status for _, status in runs] == ["SUCCESS"]
+    materialized = {row[0] for row in _query(
+        db, "SELECT asset_key FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+        runs[0][0])}
+    assert materialized == {dg.AssetKey.from_user_string(k).to_string() for k in keys}
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for key in keys:
+            assert instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key)) is not None
+
+
+# -- pools: two steps in one pool, run by the multiprocess executor ------------------------------
+def _overlap_seconds(home: Path, marks: Path) -> float:
+    marks.unlink(missing_ok=True)
+    os.environ[MARKS_ENV] = str(marks)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        job = dg.build_reconstructable_job("tests.integration.pooled_job", "pooled_job")
+        result = dg.execute_job(job, instance=instance)
+        assert result.success
+    (_, s1, e1), (_, s2, e2) = [line.split() for line in marks.read_text().splitlines()]
+    return min(float(e1), float(e2)) - max(float(s1), float(s2))
+
+
+def test_pool_limit_serialises_steps_across_processes(pg_home, tmp_path):
+    home, _ = pg_home
+    # The instance's default limit (1) applies to a pool nobody configured: the steps take turns.
+    assert _overlap_seconds(home, tmp_path / "marks") < 0
+    # Raised at run time, as `dagster instance concurrency set t_pool 2` does: they run side by side.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.set_concurrency_slots(POOL, 2)
+    assert _overlap_seconds(home, tmp_path / "marks") > 0
