@@ -66,7 +66,12 @@ def build_resources(resolved: bool = False) -> dict:
         "mlflow": MlflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"),
                                  experiment_prefix=env("MLFLOW_EXPERIMENT_PREFIX"),
                                  registry_prefix=env("MLFLOW_REGISTRY_PREFIX")),
-        "online_store": OnlineStoreResource(host=env("REDIS_HOST"), port=env.int("REDIS_PORT"), db=env.int("REDIS_DB")),
+        "online_store": OnlineStoreResource(
+            host=env("REDIS_HOST"), port=env.int("REDIS_PORT"), db=env.int("REDIS_DB"),
+            password=env("REDIS_PASSWORD") if os.environ.get("REDIS_PASSWORD") else None,
+            tls=os.environ.get("REDIS_TLS", "false").lower() in ("1", "true", "yes"),
+            tls_ca_certs=os.environ.get("REDIS_TLS_CA_CERTS"),
+        ),
         # Source connections, named by the catalogue's `connection` fields.
         "source_files": FileStoreResource(root=env("SOURCE_FILES_ROOT")),
         "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource, env),

@@ -18,12 +18,17 @@ class OnlineStoreResource(dg.ConfigurableResource):
     port: int
     db: int = 0
     password: str | None = None
+    # Encryption in transit (a managed Redis, or redis-server with --tls-port): the server's
+    # certificate is always verified, against tls_ca_certs or the system's CAs.
+    tls: bool = False
+    tls_ca_certs: str | None = None
 
     def client(self):
         import redis
 
+        tls = {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": self.tls_ca_certs} if self.tls else {}
         return redis.Redis(host=self.host, port=self.port, db=self.db, password=self.password,
-                           socket_connect_timeout=5, decode_responses=True)
+                           socket_connect_timeout=5, decode_responses=True, **tls)
 
     def write_latest(self, feature_set: str, entity: str, rows: pd.DataFrame, as_of: str) -> int:
         client = self.client()

@@ -1,15 +1,21 @@
-"""Encryption in transit to PostgreSQL, on the real local server (deploy/SECURITY.md).
+"""Encryption in transit to PostgreSQL and Redis, on real local servers (deploy/SECURITY.md).
 
 services.sh serves TLS with a certificate from a local CA, and services.env sets libpq's
 PGSSLMODE=verify-full and PGSSLROOTCERT, so every client of the platform verifies the server
 without code of its own. These tests show the connections are encrypted and that verification
-really refuses a server it cannot vouch for.
+really refuses a server it cannot vouch for. Redis: a redis-server of the test's own on a TLS port,
+with certificates made here, read and written through the platform's online-store resource.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+import shutil
+import socket
+import subprocess
+import time
 
 import psycopg2
 import pytest
@@ -28,17 +34,42 @@ def _connect(**overrides):
     return psycopg2.connect(**params)
 
 
-def _other_ca(path) -> None:
-    """A CA certificate that did not sign the server's certificate."""
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str):
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def _pem(path, cert) -> str:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def _server_cert(ca_key, ca_cert):
+    """A certificate for 127.0.0.1, signed by the CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return key, cert
+
+
+def _other_ca(path) -> str:
+    """A CA certificate that did not sign the server's certificate."""
+    return _pem(path, _ca("some other CA")[1])
 
 
 def test_platform_settings_make_every_connection_verify_the_server(platform):
@@ -63,9 +94,71 @@ def test_every_tcp_client_of_the_server_is_encrypted(platform):
 
 
 def test_a_server_signed_by_another_ca_is_refused(platform, tmp_path):
-    _other_ca(tmp_path / "other-ca.crt")
+    other = _other_ca(tmp_path / "other-ca.crt")
     with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
-        _connect(sslrootcert=str(tmp_path / "other-ca.crt"))
+        _connect(sslrootcert=other)
     # Encrypted but unverified (libpq verifies whenever a root file exists, so name none): the same
     # server answers, so it was the CA check that refused.
     _connect(sslmode="require", sslrootcert=str(tmp_path / "absent.crt")).close()
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory):
+    from tests.integration.conftest import free_port
+
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    folder = tmp_path_factory.mktemp("redis_tls")
+    ca_key, ca_cert = _ca("test Redis CA")
+    key, cert = _server_cert(ca_key, ca_cert)
+    (folder / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    _pem(folder / "server.crt", cert)
+    ca = _pem(folder / "ca.crt", ca_cert)
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-auth-clients", "no",
+         "--tls-cert-file", str(folder / "server.crt"), "--tls-key-file", str(folder / "server.key"),
+         "--tls-ca-cert-file", ca, "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "TLS redis-server did not start"
+            time.sleep(0.1)
+    try:
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_online_store_over_tls_round_trips_features(tls_redis):
+    import pandas as pd
+
+    from resources.online_store import OnlineStoreResource
+
+    port, ca = tls_redis
+    store = OnlineStoreResource(host="127.0.0.1", port=port, tls=True, tls_ca_certs=ca)
+    rows = pd.DataFrame({"machine_id": ["M-1", "M-2"], "as_of": ["2026-11-07T00:00", "2026-11-07T00:00"],
+                         "temperature_mean_6h": [71.5, 64.25]})
+    assert store.write_latest("machine_hourly", "machine_id", rows, "as_of") == 2
+    got = store.read("machine_hourly", ["M-1", "M-2", "M-3"])
+    assert got["M-2"]["temperature_mean_6h"] == 64.25 and got["M-3"] is None
+
+
+def test_online_store_refuses_plaintext_and_unknown_ca(tls_redis, tmp_path):
+    import redis
+
+    from resources.online_store import OnlineStoreResource
+
+    port, _ = tls_redis
+    with pytest.raises(redis.ConnectionError):
+        OnlineStoreResource(host="127.0.0.1", port=port).client().ping()
+    other = _other_ca(tmp_path / "other-ca.crt")
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        OnlineStoreResource(host="127.0.0.1", port=port, tls=True, tls_ca_certs=other).client().ping()
