@@ -53,7 +53,7 @@ def build_resources(resolved: bool = False) -> dict:
         "warehouse": warehouse,
         "lake_io_manager": LakeParquetIOManager(lake=lake),
         "warehouse_io_manager": PostgresPandasIOManager(warehouse=warehouse),
-        "spark": SparkResource(master=env("SPARK_MASTER")),
+        "spark": SparkResource(master=env("SPARK_MASTER"), lake_access=env("SPARK_LAKE_ACCESS")),
         "kafka": KafkaResource(
             bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
