@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import dagster as dg
+from pydantic import Field
 
 
 class OffsetRange(NamedTuple):
@@ -46,22 +47,48 @@ def produce_waiting(producer, topic: str, key, value, on_delivery) -> None:
             producer.poll(0.05)
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
 class KafkaResource(dg.ConfigurableResource):
+    """One set of connection settings for every client (producer, consumer, admin).
+
+    Security settings are passed to librdkafka only when set, so a plaintext local broker and a
+    TLS/SASL cluster use the same code; each comes from a ``KAFKA_*`` environment variable through
+    the resource's config (resources/__init__.py), secrets as ``dg.EnvVar``.
+    """
+
     bootstrap_servers: str
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    security_protocol: str | None = Field(default=None, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: str | None = Field(default=None, description="e.g. PLAIN, SCRAM-SHA-512, OAUTHBEARER")
     sasl_username: str | None = None
     sasl_password: str | None = None
-    ssl_ca_location: str | None = None
+    ssl_ca_location: str | None = Field(default=None, description="PEM file of the CA that signed the brokers' certificates")
+    ssl_certificate_location: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    ssl_key_location: str | None = Field(default=None, description="client private key (mutual TLS)")
+    ssl_key_password: str | None = None
     client_id: str = "dagster-ml-platform"
     timeout_seconds: float = 10.0
 
     def client_config(self) -> dict:
-        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol,
-                "client.id": self.client_id}
-        optional = {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
-                    "sasl.password": self.sasl_password, "ssl.ca.location": self.ssl_ca_location}
-        conf.update({k: v for k, v in optional.items() if v})
+        """librdkafka settings shared by every client; fails early on settings that cannot work together."""
+        protocol = (self.security_protocol or "").upper() or None
+        if protocol and protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"Kafka security_protocol {self.security_protocol!r}: expected one of {SECURITY_PROTOCOLS}")
+        sasl = {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password}
+        ssl = {"ssl.ca.location": self.ssl_ca_location, "ssl.certificate.location": self.ssl_certificate_location,
+               "ssl.key.location": self.ssl_key_location, "ssl.key.password": self.ssl_key_password}
+        if any(sasl.values()) and not (protocol or "").startswith("SASL_"):
+            raise ValueError("Kafka SASL settings are set but security_protocol is not SASL_SSL or SASL_PLAINTEXT: "
+                             "the credentials would not be used")
+        if any(ssl.values()) and protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError("Kafka TLS files are set but security_protocol is not SSL or SASL_SSL: "
+                             "the connection would not be encrypted")
+        conf = {"bootstrap.servers": self.bootstrap_servers, "client.id": self.client_id}
+        if protocol:
+            conf["security.protocol"] = protocol
+        conf.update({k: v for k, v in {**sasl, **ssl}.items() if v})
         return conf
 
     # -- clients ---------------------------------------------------------------------------------
