@@ -1,6 +1,9 @@
 """Create the catalogue's topics (idempotent): `python -m platform_assets.streaming.topics`.
 
-Existing topics with fewer partitions than declared are grown; partitions are never removed.
+Existing topics with fewer partitions than declared are grown; partitions are never removed (Kafka
+cannot), and a running stream sensor picks up added partitions at its next tick. Counts and the
+replication factor come from streams.yaml or, per environment, STREAM_TOPIC_PARTITIONS and
+STREAM_TOPIC_REPLICATION_FACTOR (platform_assets/streaming/config.py).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def main() -> int:
     streams = load_streams(load_catalogue())
     admin = KafkaResource(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS")).admin()
     for name, what in ensure_topics(admin, streams.topics).items():
-        print(f"{'topic':<10} {name} ({streams.topics[name].partitions} partitions): {what}")
+        spec = streams.topics[name]
+        print(f"{'topic':<10} {name} ({spec.partitions} partitions, replication {spec.replication_factor}): {what}")
     return 0
 
 
