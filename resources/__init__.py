@@ -56,11 +56,15 @@ def build_resources(resolved: bool = False) -> dict:
         "spark": SparkResource(master=env("SPARK_MASTER"), lake_access=env("SPARK_LAKE_ACCESS")),
         "kafka": KafkaResource(
             bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
-            security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            # Optional: passed to librdkafka only when set (PLAINTEXT otherwise); secrets as EnvVar.
+            security_protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL"),
             sasl_mechanism=os.environ.get("KAFKA_SASL_MECHANISM"),
             sasl_username=os.environ.get("KAFKA_SASL_USERNAME"),
             sasl_password=env("KAFKA_SASL_PASSWORD") if os.environ.get("KAFKA_SASL_PASSWORD") else None,
             ssl_ca_location=os.environ.get("KAFKA_SSL_CA_LOCATION"),
+            ssl_certificate_location=os.environ.get("KAFKA_SSL_CERTIFICATE_LOCATION"),
+            ssl_key_location=os.environ.get("KAFKA_SSL_KEY_LOCATION"),
+            ssl_key_password=env("KAFKA_SSL_KEY_PASSWORD") if os.environ.get("KAFKA_SSL_KEY_PASSWORD") else None,
         ),
         "stream_store": StreamStore(warehouse=warehouse),
         "mlflow": MlflowResource(tracking_uri=env("MLFLOW_TRACKING_URI"),
