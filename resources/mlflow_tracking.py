@@ -70,6 +70,10 @@ class MlflowResource(dg.ConfigurableResource):
         mlflow = self._mlflow()
         from mlflow.models import infer_signature
 
+        # Integer features may be missing at inference (the pipelines impute them), and a missing
+        # value makes a column float: declare them as doubles so such requests are not refused.
+        ints = input_example.select_dtypes("integer").columns
+        input_example = input_example.astype(dict.fromkeys(ints, "float64"))
         signature = infer_signature(input_example, _predict_for_signature(pipeline, input_example))
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=input_example,

@@ -63,7 +63,7 @@ def s3_run(object_store, batch_run, platform):
             for key, value in {**object_store["env"], "LAKE_ROOT": f"s3://{BUCKET}/{PREFIX}",
                                "WAREHOUSE_DB": db}.items():
                 mp.setenv(key, value)
-            mp.delenv("SPARK_LAKE_ACCESS", raising=False)  # auto: arrow for an object store
+            mp.setenv("SPARK_LAKE_ACCESS", "auto")  # auto: arrow for an object store
             result = run_assets(START, END)
         assert result.success, failure_messages(result)
         yield {"result": result, "warehouse": warehouse_for(db)}

@@ -38,7 +38,7 @@ class Running:
         return {"Authorization": "Bearer " + mint("tester", list(roles), self.secret)}
 
 
-def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http") -> Running:
+def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http", ca: Path | None = None) -> Running:
     port, secret = free_port(), secrets.token_urlsafe(32)
     log = tmp / f"bentoml-{port}.log"
     env = {**os.environ, "SERVING_JWT_SECRET": secret, "MODEL_RELOAD_SECONDS": "1", **(env_extra or {})}
@@ -48,7 +48,7 @@ def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http") -> Run
         cwd=PROJECT_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True)
     url = f"{scheme}://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz", proc, log, timeout=120, verify=False)
+    wait_http(f"{url}/readyz", proc, log, timeout=120, verify=str(ca) if ca else True)
     return Running(url, secret, proc, log)
 
 
@@ -232,7 +232,7 @@ def test_tls_when_a_certificate_is_configured(first_training, tmp_path):
                                                          serialization.PrivateFormat.TraditionalOpenSSL,
                                                          serialization.NoEncryption()))
     tls = start_server(tmp_path, ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")],
-                       scheme="https")
+                       scheme="https", ca=tmp_path / "cert.pem")
     try:
         resp = requests.get(f"{tls.url}/livez", verify=str(tmp_path / "cert.pem"), timeout=10)
         assert resp.status_code == 200
