@@ -10,7 +10,8 @@ partition added to the topic joins a shard without moving the others). Each shar
 flight at a time, so a partition's batches land in offset order, N shards run in parallel (N pods on
 Kubernetes), and while a batch runs its shard's backlog grows and the next batch is bigger, which
 amortises the per-run overhead under load. A shard is busy while any in-flight run of the stream
-covers one of its partitions, so a change of parallelism never lets two runs read one partition.
+covers one of its partitions, and failed runs are retried before anything new is planned, so a
+change of parallelism never lets two runs read one partition.
 
 A failed (or canceled) run's ranges are requested again, unchanged, under a new run key
 (``...#retry-N``), so a failed range is retried, never skipped, and never split differently (its lake
@@ -91,6 +92,27 @@ def plan_ranges(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
     return ranges
 
 
+def start_offsets(durable: dict[int, int], marks: dict[int, tuple[int, int]], origin: dict[int, int]) -> dict[int, int]:
+    """Where each partition's next batch starts: its durable end, else its origin or low watermark
+    (never below the low watermark: messages removed by retention cannot be read)."""
+    return {p: max(durable.get(p, origin.get(p, low)), low) for p, (low, _) in marks.items()}
+
+
+def pending_retries(durable: dict[int, int], starts: dict[int, int], recent: Sequence[PastRun]) -> list[PastRun]:
+    """Failed runs whose ranges must be retried unchanged before anything new is read on their partitions.
+
+    Per partition, the newest finished run whose range starts where the partition's next batch
+    starts decides: if it failed and recorded none of its ranges, it is pending. A newer success on a
+    partition moves that partition's start on, so a superseded failure never matches.
+    """
+    pending: dict[str, PastRun] = {}
+    for p, start in starts.items():
+        last = next((r for r in recent if any(x.partition == p and x.start == start for x in r.ranges)), None)
+        if last and last.failed and all(durable.get(x.partition, x.start) == x.start for x in last.ranges):
+            pending.setdefault(last.run_id, last)
+    return list(pending.values())
+
+
 def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]],
                 origin: dict[int, int], in_flight: Sequence[PastRun], recent: Sequence[PastRun],
                 attempts: Callable[[Sequence[OffsetRange]], int], now: float,
@@ -98,26 +120,38 @@ def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
     """Per shard: wait for its in-flight run, retry its failed run unchanged, or plan a new batch.
 
     ``in_flight``: every unfinished run of the stream; ``recent``: finished runs, newest first.
+    Retries are decided first, for the whole topic, and every partition they (or in-flight runs)
+    cover is blocked before any new batch is planned, so no tick ever asks two runs to read one
+    offset, whatever the parallelism was when the failed run started.
     Pure, so the exactly-once rules are unit-tested without Dagster or Kafka.
     """
-    busy = {p: r.run_id for r in in_flight for p in (x.partition for x in r.ranges)}
+    blocked = {p: f"batch in flight: run {r.run_id}" for r in in_flight for p in (x.partition for x in r.ranges)}
+    retry_of_shard: dict[int, tuple[PastRun, int]] = {}
+    for run in pending_retries(durable, start_offsets(durable, marks, origin), recent):
+        parts = [x.partition for x in run.ranges]
+        shard = shard_of(parts[0], stream.parallelism)
+        waiting = sorted({blocked[p] for p in parts if p in blocked})
+        if waiting or shard in retry_of_shard:
+            reason = f"ranges {ranges_text(run.ranges)} wait to be retried ({'; '.join(waiting) or 'next tick'})"
+        elif (n := attempts(run.ranges)) >= MAX_ATTEMPTS:
+            reason = (f"ranges {ranges_text(run.ranges)} failed {n} times; "
+                      "fix the cause and re-execute the last run from the UI")
+        else:
+            retry_of_shard[shard] = (run, n)
+            reason = f"{run.run_id} (retrying)"
+        for p in parts:
+            blocked.setdefault(p, reason)
+
     plans = []
     for shard, parts in shards(marks, stream.parallelism).items():
         since = backlog_since.get(shard)
-        running = sorted({busy[p] for p in parts if p in busy})
-        if running:
-            plans.append(ShardPlan(shard, [], 0, f"batch in flight: run {', '.join(running)}", since))
+        if shard in retry_of_shard:
+            run, n = retry_of_shard[shard]
+            plans.append(ShardPlan(shard, list(run.ranges), n, None, since or now))
             continue
-        last = next((r for r in recent if any(x.partition in parts for x in r.ranges)), None)
-        if last and last.failed and all(durable.get(x.partition, x.start) == x.start for x in last.ranges):
-            n = attempts(last.ranges)
-            if n >= MAX_ATTEMPTS:
-                plans.append(ShardPlan(shard, [], 0, f"ranges {ranges_text(last.ranges)} failed {n} times; "
-                                       "fix the cause and re-execute the last run from the UI", since))
-                continue
-            # The failed run may span shards (parallelism changed): its partitions are taken this tick.
-            busy.update({x.partition: f"{last.run_id} (retrying)" for x in last.ranges})
-            plans.append(ShardPlan(shard, list(last.ranges), n, None, since or now))
+        reasons = sorted({blocked[p] for p in parts if p in blocked})
+        if reasons:
+            plans.append(ShardPlan(shard, [], 0, "; ".join(reasons), since))
             continue
         ranges = plan_ranges(stream, durable, {p: marks[p] for p in parts}, origin)
         if not ranges:
@@ -128,7 +162,6 @@ def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
         if backlog < stream.trigger.min_messages and now - since < stream.trigger.max_wait_seconds:
             plans.append(ShardPlan(shard, [], 0, f"{backlog} messages waiting for {now - since:.1f} s", since))
             continue
-        busy.update({r.partition: "(requested)" for r in ranges})
         plans.append(ShardPlan(shard, ranges, 0, None, None))
     return plans
 
@@ -154,8 +187,14 @@ def _run_request(name: str, job_name: str, asset_name: str, plan: ShardPlan, par
         run_config={"ops": {asset_name: {"config": {"ranges": [r._asdict() for r in plan.ranges]}}}},
         tags={"stream": name, SHARD_TAG: str(plan.shard), PARALLELISM_TAG: str(parallelism),
               "stream/ranges": range_tag(plan.ranges),
-              "stream/messages": str(sum(r.end - r.start for r in plan.ranges))},
+              "stream/messages": str(sum(r.end - r.start for r in plan.ranges)),
+              # Where each partition's range starts: finds a partition's last run however old it is.
+              **{start_tag(r.partition): str(r.start) for r in plan.ranges}},
     )
+
+
+def start_tag(partition: int) -> str:
+    return f"stream/p{partition}"
 
 
 def _past(run: dg.DagsterRun, asset_name: str) -> PastRun:
@@ -203,10 +242,19 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
 
         in_flight = [_past(r, asset_name) for r in
                      context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT))]
-        # Enough history to find each shard's last run (one run per shard in flight at a time).
-        recent = [_past(r, asset_name) for r in
-                  context.instance.get_runs(dg.RunsFilter(tags={"stream": name}), limit=10 * n + 10)
-                  if r.status not in IN_FLIGHT]
+        # The finished runs that decide retries: per partition, those whose range started where the
+        # partition's next batch starts (by tag, so a failure is found however many runs came since),
+        # plus the latest few; newest first.
+        records = {}
+        queries = [dg.RunsFilter(tags={"stream": name, start_tag(p): str(start)})
+                   for p, start in start_offsets(durable, marks, origin).items()]
+        for runs_filter, limit in [(q, MAX_ATTEMPTS + 1) for q in queries] + [(dg.RunsFilter(tags={"stream": name}),
+                                                                            10 * n + 10)]:
+            for rec in context.instance.get_run_records(runs_filter, limit=limit):
+                records[rec.dagster_run.run_id] = rec
+        recent = [_past(rec.dagster_run, asset_name)
+                  for rec in sorted(records.values(), key=lambda rec: rec.create_timestamp, reverse=True)
+                  if rec.dagster_run.status not in IN_FLIGHT]
 
         def attempts(ranges):
             return len(context.instance.get_run_ids(dg.RunsFilter(

@@ -131,3 +131,35 @@ def test_scale_settings_come_from_the_environment_without_editing_the_catalogue(
                 {"STREAM_PARALLELISM": "two"}):
         with pytest.raises(CatalogueError):
             apply_env_overrides(base, bad)
+
+
+def _read_twice(plans) -> list[int]:
+    seen = [r.partition for p in plans for r in p.ranges]
+    return sorted({p for p in seen if seen.count(p) > 1})
+
+
+def test_a_parallelism_change_never_plans_a_partition_twice_in_one_tick():
+    # Three shards became two. Old shard 1's run (partitions 1 and 4) failed before recording;
+    # old shards 0 and 2 succeeded. Partition 4 now belongs to new shard 0, partition 1 to shard 1.
+    ok_2 = PastRun("ok-2", False, (OffsetRange(2, 0, 100),))
+    failed = PastRun("bad-1", True, (OffsetRange(1, 0, 100), OffsetRange(4, 0, 100)))
+    ok_0 = PastRun("ok-0", False, (OffsetRange(0, 0, 100), OffsetRange(3, 0, 100)))
+    marks = {p: (0, 400) for p in range(5)}
+    plans = plan(durable={0: 100, 2: 100, 3: 100}, marks=marks, recent=[ok_2, failed, ok_0])
+    assert _read_twice(plans) == []
+    assert [p.ranges for p in plans if p.attempt] == [list(failed.ranges)]  # retried whole, unchanged
+    assert not any(r.partition in (1, 4) and r.start != 0 for p in plans for r in p.ranges)
+
+
+def test_a_failure_is_retried_unchanged_after_newer_runs_on_other_partitions():
+    # Two shards became one; the other old shard ran again after the failure, and many runs since.
+    failed = PastRun("bad", True, (OffsetRange(0, 0, 250),))
+    newer = [PastRun(f"ok-{i}", False, (OffsetRange(1, 250 * i, 250 * (i + 1)),)) for i in range(30, 0, -1)]
+    one = TWO.model_copy(update={"parallelism": 1})
+    plans = plan(one, durable={1: 250 * 31}, marks={0: (0, 1000), 1: (0, 250 * 31)},
+                 recent=[*newer, failed], attempts=lambda r: 2)
+    assert [(p.ranges, p.attempt) for p in plans] == [([OffsetRange(0, 0, 250)], 2)]
+    # Still too many attempts however far back it is: the stream stops and says why.
+    stuck = plan(one, durable={1: 250 * 31}, marks={0: (0, 1000), 1: (0, 250 * 31)},
+                 recent=[*newer, failed], attempts=lambda r: 5)
+    assert not stuck[0].ranges and "failed 5 times" in stuck[0].reason
