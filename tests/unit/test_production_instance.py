@@ -70,7 +70,8 @@ def test_storage_is_postgres_with_env_settings_and_tls(instance_env):
             f"{key}: connection settings must come from the environment, not the file"
         # `params` is permissive and goes to libpq as is: an `env:` there would reach the server verbatim.
         assert all(isinstance(v, str) for v in raw["params"].values()), f"{key}: params must be literal strings"
-        assert raw["params"]["sslmode"] in ("require", "verify-ca", "verify-full"), key
+        # Explicit params override PGSSLMODE: anything weaker than verify-full would skip the check.
+        assert raw["params"]["sslmode"] == "verify-full" and raw["params"]["sslrootcert"].startswith("/"), key
 
 
 def test_the_k8s_run_launcher_config_is_complete(instance_env):
