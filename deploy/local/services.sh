@@ -277,15 +277,16 @@ pg_initdb() {
 }
 
 # TLS (encryption in transit): a local CA and a server certificate for 127.0.0.1 and localhost,
-# made once. The CA certificate goes where PGSSLROOTCERT says, so every libpq client (psycopg2,
-# psql, dagster-postgres, MLflow's backend store) verifies the server with PGSSLMODE=verify-full.
-# Settings go to tls.conf, included from postgresql.conf, so a running server takes them on reload.
+# made once under $PG_DIR/tls. Clients verify the server against $PG_DIR/tls/ca.crt (services.env
+# points PGSSLROOTCERT there, with PGSSLMODE=verify-full); a CA file named by the user is never
+# written. Settings go to tls.conf, included from postgresql.conf, so a running server takes them on
+# reload. Sets PG_TLS_MADE when it made new certificates.
 pg_tls_files() {
-    local tls="$PG_DIR/tls" ca=$PGSSLROOTCERT
-    [[ $ca == /* ]] || ca=$PROJECT_ROOT/$ca
-    if [[ ! -s $PG_DATA/server.crt || ! -s $PG_DATA/server.key || ! -s $ca ]]; then
+    local tls="$PG_DIR/tls"
+    PG_TLS_MADE=0
+    if [[ ! -s $PG_DATA/server.crt || ! -s $PG_DATA/server.key || ! -s $tls/ca.crt ]]; then
         command -v openssl >/dev/null || die "postgres: openssl is needed to make the local TLS certificates"
-        mkdir -p "$tls" "$(dirname "$ca")"
+        mkdir -p "$tls"
         (
             cd "$tls" || exit 1
             openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dagster-ml-platform local CA" \
@@ -297,10 +298,11 @@ pg_tls_files() {
                 -extfile server.ext -out server.crt
         ) >"$PG_DIR/tls.log" 2>&1 || { show_logs "$PG_DIR/tls.log"; die "postgres: could not make TLS certificates"; }
         chmod 600 "$tls/ca.key" "$tls/server.key"
+        chmod 644 "$tls/ca.crt"
         install -m 600 "$tls/server.crt" "$PG_DATA/server.crt"
         install -m 600 "$tls/server.key" "$PG_DATA/server.key"
         is_root && chown postgres:postgres "$PG_DATA/server.crt" "$PG_DATA/server.key"
-        install -m 644 "$tls/ca.crt" "$ca"
+        PG_TLS_MADE=1
     fi
     printf '%s\n' "ssl = on" "ssl_cert_file = 'server.crt'" "ssl_key_file = 'server.key'" \
         "ssl_min_protocol_version = 'TLSv1.2'" >"$PG_DATA/tls.conf"
@@ -309,12 +311,16 @@ pg_tls_files() {
         || printf "\ninclude_if_exists = 'tls.conf'\n" >>"$PG_DATA/postgresql.conf"
 }
 
-# A server started before TLS was set up (an older checkout) takes it on without a restart.
+# A server started before TLS was set up (an older checkout), or whose certificates were just
+# remade, takes them on without a restart.
 pg_tls_running() {
-    [[ $(pg_super_psql -At -c 'SHOW ssl' 2>/dev/null) == on ]] && return 0
     pg_tls_files
-    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null
-    sleep 0.5
+    if [[ $PG_TLS_MADE == 1 || $(pg_super_psql -At -c 'SHOW ssl' 2>/dev/null) != on ]]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null
+        sleep 0.5
+        [[ $(pg_super_psql -At -c 'SHOW ssl' 2>/dev/null) == on ]] \
+            || fail_start postgres "TLS did not come on after a reload (see the server log)" "$PG_LOG"
+    fi
 }
 
 # psql as the superuser over the private socket.
@@ -350,7 +356,8 @@ pg_provision() {
 # Ready: pg_isready over TCP and a real query as the app user with its password.
 pg_healthy() {
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 || return 1
-    [[ $(PGPASSWORD=$WAREHOUSE_PASSWORD PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -At \
+    [[ $(PGPASSWORD=$WAREHOUSE_PASSWORD PGCONNECT_TIMEOUT=3 PGSSLMODE=verify-full PGSSLROOTCERT="$PG_DIR/tls/ca.crt" \
+        "$PG_BIN/psql" -X -At \
         -h 127.0.0.1 -p "$PG_PORT" -U "$WAREHOUSE_USER" -d "$WAREHOUSE_DB" -c 'SELECT 1' 2>/dev/null) == 1 ]]
 }
 
@@ -834,6 +841,8 @@ main() {
         *) usage ;;
     esac
     load_env
+    # Relative paths in the settings are relative to the project, for the servers started here too.
+    [[ -z ${PGSSLROOTCERT:-} || $PGSSLROOTCERT == /* ]] || export PGSSLROOTCERT=$PROJECT_ROOT/$PGSSLROOTCERT
     # Connection settings from the environment must not redirect our own client calls.
     unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSFILE
     local var
