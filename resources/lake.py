@@ -97,6 +97,10 @@ class LakeResource(dg.ConfigurableResource):
             fs.delete_dir_contents(full)
         return [self.write_bytes(posixpath.join(rel_dir, name), data) for name, data in files]
 
+    def delete_file(self, rel: str) -> None:
+        fs, _ = self._filesystem()
+        fs.delete_file(self.path(rel))
+
     def delete_dir(self, rel_dir: str) -> None:
         fs, _ = self._filesystem()
         if fs.get_file_info(self.path(rel_dir)).type == pafs.FileType.Directory:

@@ -7,8 +7,11 @@ results come back with ``toArrow`` and are written per ``date=`` partition throu
 That reaches any store pyarrow reaches (``s3://`` without Hadoop's S3 connector jar) at the cost of
 passing every byte through the driver: right for a small lake or a laptop, not for big data.
 
-Both modes produce the same layout and the same DataFrame schema (the ``date`` partition column
-last, as a date), so assets stay pure transformations and never know which mode ran.
+Both modes produce the same layout and, for the lake's tables (timestamps with a time zone), the
+same DataFrame schema, the ``date`` partition column last as a date, so assets stay pure
+transformations and never know which mode ran. (A naive Parquet timestamp would come back as
+``timestamp_ntz`` in direct mode and ``timestamp`` in arrow mode: the contracts type every
+timestamp with a zone, so the lake holds none.)
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ def write_days(spark: SparkResource, lake: LakeResource, frame, base: str, days:
     for day in days:
         part = data.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
         rel = partition_dir(base, day)
-        lake.delete_dir(rel)
-        lake.write_parquet(posixpath.join(rel, PART_FILE), part)
+        target = posixpath.join(rel, PART_FILE)
+        lake.write_parquet(target, part)  # replaces the old file in one move: the day is never missing
+        for stale in lake.list_files(rel):  # then what an earlier layout (e.g. direct mode) left there
+            if stale != target:
+                lake.delete_file(stale)
     return lake.uri(base)

@@ -130,9 +130,9 @@ def apply_env_overrides(catalogue: StreamCatalogue, environ=os.environ) -> Strea
         raise CatalogueError(f"stream catalogue after {', '.join(ENV_OVERRIDES)}: {exc}") from None
 
 
-def load_streams(sources: Catalogue, path: str | os.PathLike | None = None) -> StreamCatalogue:
-    path = Path(path or os.environ.get("PLATFORM_STREAMS_FILE") or DEFAULT_STREAMS)
-    catalogue = apply_env_overrides(load_validated(path, StreamCatalogue, "stream catalogue"))
+def load_streams(sources: Catalogue, path: str | os.PathLike | None = None, environ=os.environ) -> StreamCatalogue:
+    path = Path(path or environ.get("PLATFORM_STREAMS_FILE") or DEFAULT_STREAMS)
+    catalogue = apply_env_overrides(load_validated(path, StreamCatalogue, "stream catalogue"), environ)
     for name, stream in catalogue.streams.items():
         source = sources.sources.get(stream.contract_of)
         if source is None:

@@ -200,8 +200,11 @@ def main() -> int:
     load_local_defaults()
     suffix = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
-    env = {"WAREHOUSE_DB": f"bench_stream_{suffix}", "LAKE_ROOT": str(tmp / "lake")}
-    _pg_admin(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    # Databases of its own, the Dagster instance's too: its daemon must not share the demo's runs.
+    env = {"WAREHOUSE_DB": f"bench_stream_{suffix}", "DAGSTER_PG_DB": f"bench_dagster_{suffix}",
+           "LAKE_ROOT": str(tmp / "lake")}
+    for db in (env["WAREHOUSE_DB"], env["DAGSTER_PG_DB"]):
+        _pg_admin(f'CREATE DATABASE "{db}"')
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     topics_to_delete: list[str] = []
@@ -246,7 +249,8 @@ def main() -> int:
             KafkaResource(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"]).admin().delete_topics(topics_to_delete)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
             log(f"could not delete topics: {exc}")
-        _pg_admin(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
+        for db in (env["WAREHOUSE_DB"], env["DAGSTER_PG_DB"]):
+            _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -5,7 +5,8 @@ from platform_assets.streaming.config import StreamConfig, load_streams
 from resources.kafka import OffsetRange
 from sensors.kafka_streams import PastRun, ShardPlan, plan_ranges, plan_shards, run_key, shards
 
-STREAM = load_streams(load_catalogue()).streams["sensor_readings"]
+# The catalogue as committed: a developer's STREAM_* scale settings must not change these tests.
+STREAM = load_streams(load_catalogue(), environ={}).streams["sensor_readings"]
 
 
 def test_ranges_continue_from_durable_ends_to_the_watermark():
@@ -120,7 +121,7 @@ def test_scale_settings_come_from_the_environment_without_editing_the_catalogue(
     from platform_assets.sources.config import CatalogueError
     from platform_assets.streaming.config import apply_env_overrides
 
-    base = load_streams(load_catalogue())
+    base = load_streams(load_catalogue(), environ={})
     env = {"STREAM_TOPIC_PARTITIONS": "iot.sensor-readings=12", "STREAM_TOPIC_REPLICATION_FACTOR": "3",
            "STREAM_PARALLELISM": "sensor_readings=4"}
     scaled = apply_env_overrides(base, env)
