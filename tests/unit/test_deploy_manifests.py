@@ -480,3 +480,13 @@ def test_the_helm_values_agree_with_the_instance_and_the_manifests():
     assert values["serviceAccount"]["create"] is False and values["rbacEnabled"] is False
     settings = one("overlays/production", "ConfigMap", "platform-settings")["metadata"]["name"]
     assert settings in expected["env_config_maps"]
+
+
+def test_staging_and_production_share_no_store():
+    """A staging run must never consume production's topics, overwrite its features or read its sources."""
+    staging = one("overlays/staging", "ConfigMap", "platform-settings")["data"]
+    production = one("overlays/production", "ConfigMap", "platform-settings")["data"]
+    separate = [k for k in production if k.endswith("_HOST")] + [
+        "KAFKA_BOOTSTRAP_SERVERS", "LAKE_ROOT", "SOURCE_FILES_ROOT", "MLFLOW_ARTIFACTS_DESTINATION", "DEMO_API_URL"]
+    shared = [k for k in separate if staging.get(k) == production.get(k)]
+    assert shared == [], f"staging uses production's {shared}"
