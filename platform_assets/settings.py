@@ -17,7 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ENV_FILE = PROJECT_ROOT / "deploy" / "local" / "services.env"
 
 # Settings holding a path relative to the project root in LOCAL mode.
-_PROJECT_RELATIVE = ("PLATFORM_DATA_DIR", "LAKE_ROOT", "SOURCE_FILES_ROOT", "BENTOML_HOME", "PGSSLROOTCERT")
+_PROJECT_RELATIVE = ("PLATFORM_DATA_DIR", "LAKE_ROOT", "SOURCE_FILES_ROOT", "BENTOML_HOME", "PGSSLROOTCERT",
+                     "REDIS_TLS_CA_CERTS", "KAFKA_SSL_CA_LOCATION", "KAFKA_SSL_CERTIFICATE_LOCATION",
+                     "KAFKA_SSL_KEY_LOCATION")
 
 
 def platform_env() -> str:

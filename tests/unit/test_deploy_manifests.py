@@ -469,6 +469,8 @@ def test_the_helm_values_agree_with_the_instance_and_the_manifests():
     assert launcher["imagePullPolicy"] == expected["image_pull_policy"]
     assert launcher["runK8sConfig"]["containerConfig"]["resources"] == \
         expected["run_k8s_config"]["container_config"]["resources"]
+    assert launcher["runK8sConfig"]["containerConfig"]["securityContext"] == \
+        expected["run_k8s_config"]["container_config"]["security_context"]
     run_account = launcher["runK8sConfig"]["podSpecConfig"]["serviceAccountName"]
     assert run_account == expected["service_account_name"]
 
