@@ -65,12 +65,17 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60, 
         time.sleep(0.5)
 
 
-def _pg_admin(sql: str) -> None:
+def pg_connect(dbname: str | None = None, **overrides):
+    """A connection to the local PostgreSQL as the platform's user (libpq settings from the environment)."""
     import psycopg2
 
-    conn = psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
+    return psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
                             user=os.environ["WAREHOUSE_USER"], password=os.environ["WAREHOUSE_PASSWORD"],
-                            dbname=os.environ["WAREHOUSE_DB"])
+                            dbname=dbname or os.environ["WAREHOUSE_DB"], **overrides)
+
+
+def _pg_admin(sql: str) -> None:
+    conn = pg_connect()
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

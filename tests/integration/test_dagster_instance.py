@@ -13,11 +13,10 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 
 from platform_assets.settings import PROJECT_ROOT
-from tests.integration.conftest import _pg_admin
+from tests.integration.conftest import _pg_admin, pg_connect
 from tests.integration.pooled_job import MARKS_ENV, POOL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,8 +39,7 @@ def pg_home(tmp_path_factory, platform):
 
 
 def _query(db: str, sql: str, *args) -> list[tuple]:
-    conn = psycopg2.connect(host=os.environ["WAREHOUSE_HOST"], port=os.environ["WAREHOUSE_PORT"],
-                            user=os.environ["WAREHOUSE_USER"], password=os.environ["WAREHOUSE_PASSWORD"], dbname=db)
+    conn = pg_connect(db)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -64,10 +62,10 @@ def test_local_instance_keeps_everything_in_postgres(pg_home):
 def test_instance_storage_verifies_the_server_certificate(pg_home, tmp_path, monkeypatch):
     """Dagster's own connections go through libpq with PGSSLMODE=verify-full: a CA that did not sign
     the server's certificate makes the instance refuse to start."""
-    from tests.integration.test_transport_security import _other_ca
+    from tests.certificates import self_signed_tls
 
     home, _ = pg_home
-    monkeypatch.setenv("PGSSLROOTCERT", _other_ca(tmp_path / "other-ca.crt"))
+    monkeypatch.setenv("PGSSLROOTCERT", self_signed_tls(tmp_path)["ca"])
     with pytest.raises(Exception) as refused, dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs(limit=1)
     causes, exc = [], refused.value

@@ -38,7 +38,7 @@ class Running:
         return {"Authorization": "Bearer " + mint("tester", list(roles), self.secret)}
 
 
-def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http", ca: Path | None = None) -> Running:
+def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http", ca: str | None = None) -> Running:
     port, secret = free_port(), secrets.token_urlsafe(32)
     log = tmp / f"bentoml-{port}.log"
     env = {**os.environ, "SERVING_JWT_SECRET": secret, "MODEL_RELOAD_SECONDS": "1", **(env_extra or {})}
@@ -48,7 +48,7 @@ def start_server(tmp: Path, extra_args=(), env_extra=None, scheme="http", ca: Pa
         cwd=PROJECT_ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True)
     url = f"{scheme}://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz", proc, log, timeout=120, verify=str(ca) if ca else True)
+    wait_http(f"{url}/readyz", proc, log, timeout=120, verify=ca or True)
     return Running(url, secret, proc, log)
 
 
@@ -211,30 +211,13 @@ def test_a_new_champion_is_served_without_restart(server, records, ml_env):
 
 
 def test_tls_when_a_certificate_is_configured(first_training, tmp_path):
-    import datetime as dt
+    from tests.certificates import self_signed_tls
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.TraditionalOpenSSL,
-                                                         serialization.NoEncryption()))
-    tls = start_server(tmp_path, ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")],
-                       scheme="https", ca=tmp_path / "cert.pem")
+    pem = self_signed_tls(tmp_path / "tls")
+    tls = start_server(tmp_path, ["--ssl-certfile", pem["cert"], "--ssl-keyfile", pem["key"]],
+                       scheme="https", ca=pem["ca"])
     try:
-        resp = requests.get(f"{tls.url}/livez", verify=str(tmp_path / "cert.pem"), timeout=10)
+        resp = requests.get(f"{tls.url}/livez", verify=pem["ca"], timeout=10)
         assert resp.status_code == 200
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(tls.url.replace("https", "http") + "/livez", timeout=5)

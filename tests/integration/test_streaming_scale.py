@@ -23,6 +23,7 @@ from platform_assets.streaming.produce import FleetStream
 from platform_assets.streaming.topics import ensure_topics
 from resources.kafka import KafkaResource, OffsetRange
 from resources.stream_store import StreamStore
+from tests.certificates import self_signed_tls
 from tests.integration.streaming_harness import (
     STREAM,
     Harness,
@@ -30,7 +31,6 @@ from tests.integration.streaming_harness import (
     _failure,
     lake_offsets,
     renamed,
-    self_signed_tls,
     send,
 )
 

@@ -9,67 +9,20 @@ with certificates made here, read and written through the platform's online-stor
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import psycopg2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.certificates import self_signed_tls
+from tests.integration.conftest import free_port, pg_connect
 
 pytestmark = pytest.mark.integration
-
-
-def _connect(**overrides):
-    params = {"host": os.environ["WAREHOUSE_HOST"], "port": os.environ["WAREHOUSE_PORT"],
-              "user": os.environ["WAREHOUSE_USER"], "password": os.environ["WAREHOUSE_PASSWORD"],
-              "dbname": os.environ["WAREHOUSE_DB"], "connect_timeout": 5, **overrides}
-    return psycopg2.connect(**params)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ca(cn: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _pem(path, cert) -> str:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
-
-
-def _server_cert(ca_key, ca_cert):
-    """A certificate for 127.0.0.1, signed by the CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def _other_ca(path) -> str:
-    """A CA certificate that did not sign the server's certificate."""
-    return _pem(path, _ca("some other CA")[1])
 
 
 def test_platform_settings_make_every_connection_verify_the_server(platform):
@@ -88,7 +41,7 @@ def test_every_tcp_client_of_the_server_is_encrypted(platform):
     import mlflow
 
     mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
-    with _connect() as conn, conn.cursor() as cur:
+    with pg_connect(connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute("""SELECT a.datname, s.ssl FROM pg_stat_activity a
                        JOIN pg_stat_ssl s USING (pid) WHERE a.client_addr IS NOT NULL AND a.pid <> pg_backend_pid()""")
         rows = cur.fetchall()
@@ -97,33 +50,24 @@ def test_every_tcp_client_of_the_server_is_encrypted(platform):
 
 
 def test_a_server_signed_by_another_ca_is_refused(platform, tmp_path):
-    other = _other_ca(tmp_path / "other-ca.crt")
+    other = self_signed_tls(tmp_path)["ca"]  # a CA that did not sign the server's certificate
     with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
-        _connect(sslrootcert=other)
+        pg_connect(connect_timeout=5, sslrootcert=other)
     # Encrypted but unverified (libpq verifies whenever a root file exists, so name none): the same
     # server answers, so it was the CA check that refused.
-    _connect(sslmode="require", sslrootcert=str(tmp_path / "absent.crt")).close()
+    pg_connect(connect_timeout=5, sslmode="require", sslrootcert=str(tmp_path / "absent.crt")).close()
 
 
 # -- Redis -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory):
-    from tests.integration.conftest import free_port
-
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    folder = tmp_path_factory.mktemp("redis_tls")
-    ca_key, ca_cert = _ca("test Redis CA")
-    key, cert = _server_cert(ca_key, ca_cert)
-    (folder / "server.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    _pem(folder / "server.crt", cert)
-    ca = _pem(folder / "ca.crt", ca_cert)
+    tls = self_signed_tls(tmp_path_factory.mktemp("redis_tls"))
     port = free_port()
     proc = subprocess.Popen(
         [server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-auth-clients", "no",
-         "--tls-cert-file", str(folder / "server.crt"), "--tls-key-file", str(folder / "server.key"),
-         "--tls-ca-cert-file", ca, "--save", "", "--appendonly", "no", "--dir", str(folder)],
+         "--tls-cert-file", tls["cert"], "--tls-key-file", tls["key"], "--tls-ca-cert-file", tls["ca"],
+         "--save", "", "--appendonly", "no", "--dir", str(Path(tls["ca"]).parent)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:
@@ -134,7 +78,7 @@ def tls_redis(tmp_path_factory):
             assert proc.poll() is None and time.monotonic() < deadline, "TLS redis-server did not start"
             time.sleep(0.1)
     try:
-        yield port, ca
+        yield port, tls["ca"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -162,6 +106,6 @@ def test_online_store_refuses_plaintext_and_unknown_ca(tls_redis, tmp_path):
     port, _ = tls_redis
     with pytest.raises(redis.ConnectionError):
         OnlineStoreResource(host="127.0.0.1", port=port).client().ping()
-    other = _other_ca(tmp_path / "other-ca.crt")
+    other = self_signed_tls(tmp_path)["ca"]
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         OnlineStoreResource(host="127.0.0.1", port=port, tls=True, tls_ca_certs=other).client().ping()

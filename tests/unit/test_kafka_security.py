@@ -5,7 +5,7 @@ import confluent_kafka.admin
 import pytest
 
 from resources.kafka import KafkaResource
-from tests.integration.streaming_harness import self_signed_tls
+from tests.certificates import self_signed_tls
 
 SECURE = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "platform",
           "sasl.password": "secret", "ssl.ca.location": "/etc/kafka/ca.pem"}
