@@ -3,6 +3,7 @@
 # Redis 7 (online feature store), the MLflow tracking server (PostgreSQL backend) and the demo REST API.
 #
 #   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
+#   deploy/local/services.sh up|down|status s3      (moto's S3 server with the lake's bucket; only when named)
 #   deploy/local/services.sh install                                                      (Debian packages only)
 #
 # Settings come from deploy/local/services.env; a variable already set in the environment wins.
@@ -15,6 +16,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 ENV_FILE="$SCRIPT_DIR/services.env"
 ALL_SERVICES=(postgres mariadb kafka redis mlflow demo-api)   # start order; `down` stops in reverse
+OPTIONAL_SERVICES=(s3)   # started only when named (an object-store lake is opt-in)
 READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
 # MLflow imports its whole stack and migrates its database on a first start (about 10 s here): allow more.
 MLFLOW_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
@@ -831,6 +833,29 @@ EOF
     exit 2
 }
 
+# -- S3-compatible object store (moto's server mode, from the venv), with the lake's bucket, to run
+# the platform with its lake on object storage. In memory: `down` forgets the objects. Then, in the
+# shell that runs Dagster:
+#   export AWS_ENDPOINT_URL=http://127.0.0.1:$OBJECT_STORE_PORT AWS_ACCESS_KEY_ID=local \
+#          AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 LAKE_ROOT=s3://$OBJECT_STORE_BUCKET/lake
+s3_vars() { S3_DIR="$STATE_DIR/s3"; S3_URL="http://127.0.0.1:$OBJECT_STORE_PORT"; }
+s3_healthy() { http_ok "$S3_URL/moto-api/"; }
+
+s3_up() {
+    s3_vars
+    mkdir -p "$S3_DIR"
+    bg_up s3 "$S3_DIR" moto_server 127.0.0.1 "$OBJECT_STORE_PORT" s3_healthy -- \
+        "$PROJECT_ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$OBJECT_STORE_PORT"
+    AWS_ENDPOINT_URL=$S3_URL AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
+        "$VENV_PY" -c "import boto3, sys; s3 = boto3.client('s3'); b = sys.argv[1]
+if b not in [x['Name'] for x in s3.list_buckets()['Buckets']]: s3.create_bucket(Bucket=b)" "$OBJECT_STORE_BUCKET" \
+        || die "s3: cannot create bucket $OBJECT_STORE_BUCKET at $S3_URL"
+    say s3 "bucket $OBJECT_STORE_BUCKET; lake settings: AWS_ENDPOINT_URL=$S3_URL AWS_ACCESS_KEY_ID=local" \
+        "AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 LAKE_ROOT=s3://$OBJECT_STORE_BUCKET/lake"
+}
+s3_down() { s3_vars; bg_down s3 "$S3_DIR" moto_server; }
+s3_status() { s3_vars; bg_status s3 "$S3_DIR" moto_server 127.0.0.1 "$OBJECT_STORE_PORT"; }
+
 main() {
     [[ $# -ge 1 ]] || usage
     local action=$1 svc services=() need_packages=0
@@ -846,7 +871,7 @@ main() {
     # Connection settings from the environment must not redirect our own client calls.
     unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSFILE
     local var
-    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT REDIS_PORT MLFLOW_PORT; do
+    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT REDIS_PORT MLFLOW_PORT OBJECT_STORE_PORT; do
         [[ ${!var} =~ ^[0-9]+$ ]] && ((10#${!var} >= 1 && 10#${!var} <= 65535)) \
             || die "$var must be a TCP port number (1-65535), got '${!var}'"
     done
@@ -858,10 +883,13 @@ main() {
         return 0
     fi
     for svc in "$@"; do
-        [[ " ${ALL_SERVICES[*]} " == *" $svc "* ]] || die "unknown service '$svc' (known: ${ALL_SERVICES[*]})"
+        [[ " ${ALL_SERVICES[*]} ${OPTIONAL_SERVICES[*]} " == *" $svc "* ]] \
+            || die "unknown service '$svc' (known: ${ALL_SERVICES[*]} ${OPTIONAL_SERVICES[*]})"
     done
-    # The named services (default: all), in the order of ALL_SERVICES (mlflow needs postgres first).
-    for svc in "${ALL_SERVICES[@]}"; do
+    # The named services (default: all; `up` leaves out the optional ones), in this order (mlflow
+    # needs postgres first).
+    for svc in "${ALL_SERVICES[@]}" "${OPTIONAL_SERVICES[@]}"; do
+        [[ $# -eq 0 && $action == up && " ${OPTIONAL_SERVICES[*]} " == *" $svc "* ]] && continue
         if [[ $# -eq 0 || " $* " == *" $svc "* ]]; then
             services+=("$svc")
             case $svc in postgres | mariadb | redis) need_packages=1 ;; esac
@@ -894,6 +922,9 @@ main() {
             up:mlflow) mlflow_up ;;
             down:mlflow) mlflow_down ;;
             status:mlflow) mlflow_status ;;
+            up:s3) s3_up ;;
+            down:s3) s3_down ;;
+            status:s3) s3_status ;;
         esac
     done
 }
