@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_COMPILE_BYTECODE := 1
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench serve token dashboard
+.PHONY: help install services-up services-down services-status demo-data demo test test-unit lint bench serve token dashboard onboard
 
 help:
 	@echo "make demo           install, start services, build every asset, serve the Dagster UI"
@@ -18,15 +18,17 @@ help:
 	@echo "make token          a bearer token (roles predict, train) for the prediction service"
 	@echo "make dashboard      the Streamlit dashboard on 127.0.0.1:28501"
 	@echo "make bench          the benchmarks: batch, streaming, training, serving"
+	@echo "make onboard FILE=data.csv NAME=wine [TARGET=quality] [OUT=dir]   draft a catalogue folder from a file"
 
-# The environment from the lock file (uv itself from PyPI when missing), plus the Debian packages
-# of the local services. Java 17 and Python 3.11 are expected on the machine.
+# The environment from the lock file (uv itself from PyPI when missing), plus the local services:
+# their Debian packages, and Apache Kafka's jars from Maven Central (cached in .local/kafka, skipped
+# when present). Java 17 and Python 3.11 are expected on the machine.
 install:
+	@command -v java >/dev/null 2>&1 || { echo "Java 17 is required for Spark and Kafka (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	@UV=$$(command -v uv || echo "python3 -m uv"); $$UV sync --frozen --quiet --python 3.11
 	@bash $(SERVICES) install
-	@command -v java >/dev/null 2>&1 || { echo "Java 17 is required for Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 
 services-up:
 	@bash $(SERVICES) up
@@ -58,6 +60,11 @@ token:
 dashboard: install
 	@.venv/bin/streamlit run dashboards/app.py --server.headless true --browser.gatherUsageStats false \
 		--server.address 127.0.0.1 --server.port $${DASHBOARD_PORT:-28501}
+
+# A catalogue folder (source, feature set, model) drafted from one file; run it with PLATFORM_CATALOGUE_DIR.
+onboard:
+	@test -n "$(FILE)" -a -n "$(NAME)" || { echo "usage: make onboard FILE=path NAME=name [TARGET=column] [OUT=dir]"; exit 2; }
+	@$(PY) -m platform_assets.onboard "$(FILE)" --name "$(NAME)" $(if $(TARGET),--target "$(TARGET)") $(if $(OUT),--out "$(OUT)")
 
 test-unit: install
 	@$(PY) -m pytest tests/unit

@@ -443,9 +443,8 @@ def _kafka_reachable(bootstrap: str) -> str | None:
 
 def consumer_lag() -> Loaded:
     """Per stream and partition: Kafka watermarks, durable offsets and lag (as ``streaming.inspect``)."""
-    from platform_assets.sources.config import load_catalogue
+    from platform_assets.catalogue import load_catalogues
     from platform_assets.streaming.assets import group_id
-    from platform_assets.streaming.config import load_streams
     from platform_assets.streaming.inspect import snapshot
     from resources.kafka import KafkaUnavailable, TopicNotFound
 
@@ -462,7 +461,8 @@ def consumer_lag() -> Loaded:
         except _db_errors():
             store = None
         rows = []
-        for name, stream in load_streams(load_catalogue()).streams.items():
+        streams = load_catalogues().streams
+        for name, stream in (streams.streams if streams else {}).items():
             try:
                 for r in snapshot(kafka, store, stream.topic, group_id(name)):
                     rows.append({"stream": name, "topic": stream.topic, **r})

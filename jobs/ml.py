@@ -25,6 +25,13 @@ def _why(error) -> str:
     return " <- caused by: ".join(parts)
 
 
+def _run_error(event) -> str:
+    """A run that failed before any step (e.g. no partition named): its error, not only "An exception
+    was thrown during execution"."""
+    error = getattr(event.event_specific_data, "error", None)
+    return f"{event.message or ''} {_why(error)}".strip() if error else (event.message or "")
+
+
 @dg.run_failure_sensor(name="record_run_failures", minimum_interval_seconds=30,
                        default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Records every failed run (job, step, error) in the warehouse table ops.run_failures.")
@@ -36,5 +43,5 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
         "step": e.step_key, "error": _why(e.event_specific_data.error)[:4000],
         "failed_at": pd.Timestamp.now(tz="UTC"),
     } for e in steps] or [{"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "step": None,
-                           "error": (context.failure_event.message or "")[:4000], "failed_at": pd.Timestamp.now(tz="UTC")}])
+                           "error": _run_error(context.failure_event)[:4000], "failed_at": pd.Timestamp.now(tz="UTC")}])
     warehouse.append("ops", "run_failures", rows)

@@ -1,4 +1,10 @@
-"""The one ``Definitions`` object: loaded by workspace.yaml, ``dagster dev`` and the tests."""
+"""The one ``Definitions`` object: loaded by workspace.yaml, ``dagster dev`` and the tests.
+
+Built from whatever catalogues this environment has (``platform_assets.catalogue``): the demo's by
+default, or only one's own with ``PLATFORM_CATALOGUE_DIR``. Each part is built only when its inputs
+are there: the demo's Spark marts when the catalogue holds their sources, streams when a streams
+file exists, the daily schedule when some source is partitioned.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,13 @@ import dagster as dg
 from jobs import build_schedules, data_pipeline
 from jobs.ml import ml_pipeline, ml_weekly, record_run_failures
 from platform_assets.batch.assets import build_batch_assets
+from platform_assets.catalogue import load_catalogues
+from platform_assets.documents.assets import build_document_assets
 from platform_assets.ml.assets import build_ml_assets
-from platform_assets.ml.config import load_models
 from platform_assets.ml.packaging import build_packaging_assets
 from platform_assets.partitions import daily_partitions
-from platform_assets.sources.config import load_catalogue
 from platform_assets.sources.factory import build_source_assets
 from platform_assets.streaming.assets import build_streaming_definitions
-from platform_assets.streaming.config import load_streams
 from resources import build_resources
 from sensors.kafka_streams import build_stream_sensor
 
@@ -28,21 +33,29 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-def build_definitions() -> dg.Definitions:
-    catalogue = load_catalogue()
-    streams = load_streams(catalogue)
-    models = load_models()
-    partitions = daily_partitions(catalogue)
-    topic_specs, stream_assets, stream_jobs = build_streaming_definitions(catalogue, streams)
-    stream_sensors = [
+def _streaming(catalogues) -> tuple[list, list, list]:
+    """Topic specs and stream assets, one job and one sensor per stream; nothing without a streams file."""
+    if catalogues.streams is None:
+        return [], [], []
+    topic_specs, stream_assets, stream_jobs = build_streaming_definitions(catalogues.sources, catalogues.streams)
+    sensors = [
         build_stream_sensor(name, stream, job.name, asset.node_def.name)
-        for (name, stream), asset, job in zip(streams.streams.items(), stream_assets, stream_jobs)
+        for (name, stream), asset, job in zip(catalogues.streams.streams.items(), stream_assets, stream_jobs)
     ]
+    return [*topic_specs, *stream_assets], stream_jobs, sensors
+
+
+def build_definitions() -> dg.Definitions:
+    catalogues = load_catalogues()
+    catalogue, models = catalogues.sources, catalogues.models
+    partitions = daily_partitions(catalogue) if catalogue.partitions else None
+    batch = build_batch_assets(catalogue, partitions) if catalogues.has_demo_marts else []
+    stream_assets, stream_jobs, stream_sensors = _streaming(catalogues)
     return dg.Definitions(
-        assets=[*build_source_assets(catalogue), *build_batch_assets(catalogue, partitions),
-                *topic_specs, *stream_assets, *build_ml_assets(models), *build_packaging_assets(models)],
+        assets=[*build_source_assets(catalogue), *build_document_assets(catalogue, partitions), *batch, *stream_assets,
+                *build_ml_assets(models), *build_packaging_assets(models)],
         jobs=[data_pipeline, *stream_jobs, ml_pipeline],
-        schedules=[*build_schedules(partitions), ml_weekly],
+        schedules=[*(build_schedules(partitions) if partitions else []), ml_weekly],
         sensors=[automation_sensor, *stream_sensors, record_run_failures],
         resources=build_resources(),
     )

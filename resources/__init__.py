@@ -11,6 +11,8 @@ import os
 import dagster as dg
 
 from platform_assets.settings import load_local_defaults
+from resources.documents import DocumentStoreResource
+from resources.engine import ProcessingEngine
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.lake_io_manager import LakeParquetIOManager
@@ -48,12 +50,15 @@ def build_resources(resolved: bool = False) -> dict:
     env = _Settings(resolved)
     lake = LakeResource(root=env("LAKE_ROOT"))
     warehouse = _db("WAREHOUSE", WarehouseResource, env)
+    spark = SparkResource(master=env("SPARK_MASTER"), lake_access=env("SPARK_LAKE_ACCESS"))
     return {
         "lake": lake,
         "warehouse": warehouse,
         "lake_io_manager": LakeParquetIOManager(lake=lake),
         "warehouse_io_manager": PostgresPandasIOManager(warehouse=warehouse),
-        "spark": SparkResource(master=env("SPARK_MASTER"), lake_access=env("SPARK_LAKE_ACCESS")),
+        "spark": spark,
+        # What runs the batch transformations: DuckDB (embedded) or the Spark session above.
+        "engine": ProcessingEngine(kind=env("PROCESSING_ENGINE"), spark=spark),
         "kafka": KafkaResource(
             bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
             # Optional: passed to librdkafka only when set (PLAINTEXT otherwise); secrets as EnvVar.
@@ -76,6 +81,9 @@ def build_resources(resolved: bool = False) -> dict:
             tls=os.environ.get("REDIS_TLS", "false").lower() in ("1", "true", "yes"),
             tls_ca_certs=os.environ.get("REDIS_TLS_CA_CERTS"),
         ),
+        # The document store (FerretDB locally, MongoDB or Atlas in production): documents/<source>
+        # assets, and the connection of `mongodb` sources (their default `connection`).
+        "documents": DocumentStoreResource(uri=env("MONGODB_URI"), database=env("MONGODB_DATABASE")),
         # Source connections, named by the catalogue's `connection` fields.
         "source_files": FileStoreResource(root=env("SOURCE_FILES_ROOT")),
         "ops_postgres": _db("OPS_POSTGRES", PostgresSourceResource, env),

@@ -1,8 +1,8 @@
 """Kafka through confluent-kafka: watermarks for sensors, exact offset ranges for micro-batches.
 
-The same settings reach a production cluster (SASL/TLS through the optional fields) and the local
-Kafka-protocol broker; nothing here depends on the local broker. Calls are bounded by timeouts:
-a sensor tick must never block on the broker.
+The same settings reach a production cluster and the local Apache Kafka broker (SASL_SSL with
+SCRAM-SHA-512 locally, mutual TLS through the certificate fields); nothing here depends on the local
+broker. Calls are bounded by timeouts: a sensor tick must never block on the broker.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 class KafkaResource(dg.ConfigurableResource):
     """One set of connection settings for every client (producer, consumer, admin).
 
-    Security settings are passed to librdkafka only when set, so a plaintext local broker and a
-    TLS/SASL cluster use the same code; each comes from a ``KAFKA_*`` environment variable through
+    Security settings are passed to librdkafka only when set, so a plaintext broker and a TLS/SASL
+    cluster use the same code; each comes from a ``KAFKA_*`` environment variable through
     the resource's config (resources/__init__.py), secrets as ``dg.EnvVar``.
     """
 
@@ -92,10 +92,10 @@ class KafkaResource(dg.ConfigurableResource):
         return conf
 
     # -- clients ---------------------------------------------------------------------------------
-    def admin(self):
+    def admin(self, **overrides):
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient(self.client_config())
+        return AdminClient({**self.client_config(), **overrides})
 
     def producer(self, **overrides):
         from confluent_kafka import Producer
@@ -109,11 +109,11 @@ class KafkaResource(dg.ConfigurableResource):
                          "session.timeout.ms": 6000, "auto.offset.reset": "earliest", **overrides})
 
     # -- metadata --------------------------------------------------------------------------------
-    def partitions(self, topic: str) -> list[int]:
+    def partitions(self, topic: str, admin=None) -> list[int]:
         try:
             # All topics, not list_topics(topic=...): asking for one topic by name makes brokers with
             # auto.create.topics.enable create it, which would hide a misspelt topic.
-            md = self.admin().list_topics(timeout=self.timeout_seconds)
+            md = (admin or self.admin()).list_topics(timeout=self.timeout_seconds)
         except Exception as exc:  # KafkaException: broker unreachable within the timeout
             raise KafkaUnavailable(f"Kafka at {self.bootstrap_servers} did not answer: {exc}") from exc
         info = md.topics.get(topic)
@@ -122,18 +122,26 @@ class KafkaResource(dg.ConfigurableResource):
         return sorted(info.partitions)
 
     def watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
-        """(low, high) offsets per partition; reads metadata only, never messages."""
-        from confluent_kafka import TopicPartition
+        """(low, high) offsets per partition; reads metadata only, never messages.
 
-        consumer = self.consumer(group_id=f"{self.client_id}.watermarks")
-        try:
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout_seconds,
-                                                  cached=False)
-                for p in self.partitions(topic)
-            }
-        finally:
-            consumer.close()
+        Through the admin API (ListOffsets), not a consumer: a consumer made and closed at each
+        sensor tick would also open (and abandon mid-login) a connection to its group coordinator.
+        """
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        # Notices and worse only: librdkafka tells at info level that it drops an internal event
+        # of list_offsets when the handle goes, at every call.
+        admin = self.admin(log_level=5)
+        parts = [TopicPartition(topic, p) for p in self.partitions(topic, admin)]
+        ends = {}
+        for name, spec in (("low", OffsetSpec.earliest()), ("high", OffsetSpec.latest())):
+            futures = admin.list_offsets({tp: spec for tp in parts}, request_timeout=self.timeout_seconds)
+            try:
+                ends[name] = {tp.partition: f.result(self.timeout_seconds).offset for tp, f in futures.items()}
+            except Exception as exc:  # KafkaException, TimeoutError: the broker did not answer in time
+                raise KafkaUnavailable(f"topic {topic}: offsets not readable from {self.bootstrap_servers}: {exc}") from exc
+        return {tp.partition: (ends["low"][tp.partition], ends["high"][tp.partition]) for tp in parts}
 
     def committed(self, group_id: str, topic: str) -> dict[int, int]:
         from confluent_kafka import TopicPartition

@@ -10,17 +10,30 @@ like every other resource (``MLFLOW_TRACKING_URI``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import functools
 import os
 import subprocess
 from collections.abc import Iterator
 
 import dagster as dg
+import pandas as pd
 
 from platform_assets.settings import PROJECT_ROOT
 
 CHAMPION = "champion"
+REGISTRY_SEPARATORS = "._-/"
 
 
+def registered_name(prefix: str, model: str) -> str:
+    """The registry name of ``model`` under ``prefix``: ``acme`` and ``temp_max`` give ``acme.temp_max``;
+    a prefix that already ends in a separator (``staging_``, ``acme.``) is used as it is."""
+    if not prefix:
+        return model
+    return f"{prefix}{model}" if prefix[-1] in REGISTRY_SEPARATORS else f"{prefix}.{model}"
+
+
+@functools.cache
 def code_version() -> str:
     """The git commit of the code that trained a model (``unknown`` outside a checkout)."""
     try:
@@ -37,7 +50,7 @@ class MlflowResource(dg.ConfigurableResource):
     registry_prefix: str = ""
 
     def registered_name(self, model: str) -> str:
-        return f"{self.registry_prefix}{model}"
+        return registered_name(self.registry_prefix, model)
 
     def _mlflow(self):
         import mlflow
@@ -61,6 +74,28 @@ class MlflowResource(dg.ConfigurableResource):
         with mlflow.start_run(run_name=run_name, tags={**base_tags, **(tags or {})}) as run:
             yield run
 
+    def log_batch(self, run_id: str, params: dict, metrics: dict) -> None:
+        """Params and metrics of a run in one request (one round trip instead of one per call)."""
+        import time
+
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        self.client().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                                params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_files(self, run_id: str, files: dict[str, bytes | dict | list]) -> None:
+        """Artifacts of a run from memory (bytes as they are, dicts and lists as JSON), in one upload."""
+        import json
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                data = content if isinstance(content, bytes) else json.dumps(content, indent=1, default=str).encode()
+                (Path(tmp) / name).write_bytes(data)
+            self.client().log_artifacts(run_id, tmp)
+
     def log_sklearn(self, pipeline, registered_name: str, input_example, tags: dict | None = None):
         """Log a fitted pipeline with signature and input example; register it as a new version.
 
@@ -74,17 +109,22 @@ class MlflowResource(dg.ConfigurableResource):
         # value makes a column float: declare them as doubles so such requests are not refused.
         ints = input_example.select_dtypes("integer").columns
         input_example = input_example.astype(dict.fromkeys(ints, "float64"))
+        # Columns of datetime.date objects (Parquet dates) have no MLflow type: declare them as datetimes.
+        for col in input_example.columns[input_example.dtypes == object]:
+            sample = input_example[col].dropna()
+            if len(sample) and all(isinstance(v, dt.date) for v in sample):
+                input_example[col] = pd.to_datetime(input_example[col])
+        _pickle_by_value("platform_assets.ml.dateparts")
         signature = infer_signature(input_example, _predict_for_signature(pipeline, input_example))
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=input_example,
-            registered_model_name=registered_name, serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             pip_requirements=_serving_requirements(),
         )
-        version = str(info.registered_model_version)
-        client = self.client()
-        for k, v in (tags or {}).items():
-            client.set_model_version_tag(registered_name, version, k, str(v))
-        return version
+        # Registered with its tags in one step (not a request per tag afterwards).
+        registered = mlflow.register_model(info.model_uri, registered_name,
+                                           tags={k: str(v) for k, v in (tags or {}).items()})
+        return str(registered.version)
 
     def champion(self, registered_name: str):
         """The version the ``champion`` alias points to, or None."""
@@ -100,6 +140,15 @@ class MlflowResource(dg.ConfigurableResource):
 
     def promote(self, registered_name: str, version: str) -> None:
         self.client().set_registered_model_alias(registered_name, CHAMPION, version)
+
+
+def _pickle_by_value(module: str) -> None:
+    """Our own transformers travel inside the pickled model, so loading it needs no checkout of ours."""
+    import importlib
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(importlib.import_module(module))
 
 
 def _serving_requirements() -> list[str]:

@@ -1,7 +1,9 @@
 """Spark for batch processing, through dagster-pyspark's lazy session.
 
-``SPARK_MASTER`` picks the engine: ``local[N]`` on a laptop or in CI, ``spark://host:7077`` for a
-standalone cluster, ``sc://host:15002`` for Spark Connect. The session starts only when an asset
+The batch transformations run on it when ``PROCESSING_ENGINE=spark`` (``resources/engine.py``;
+the embedded DuckDB engine is the default on one machine). ``SPARK_MASTER`` picks the cluster:
+``local[N]`` on a laptop or in CI, ``spark://host:7077`` for a standalone cluster,
+``sc://host:15002`` for Spark Connect. The session starts only when an asset
 first asks for it, so runs that do not touch Spark never pay its start-up.
 
 ``SPARK_LAKE_ACCESS`` (or ``lake_access``) says how Spark reaches the lake: ``direct`` (Spark reads

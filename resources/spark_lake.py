@@ -1,4 +1,7 @@
-"""How Spark DataFrames get in and out of the lake, in the lake-access mode SparkResource picks.
+"""How the processing engine's DataFrames get in and out of the lake, in its lake-access mode.
+
+DuckDB always uses ``arrow`` (below), its tables filled from pyarrow reads; Spark uses the mode
+SparkResource picks.
 
 ``direct``: Spark reads and writes ``LakeResource.uri()`` itself (Parquet, Hive ``date=`` folders),
 the scalable path: executors move the data. ``arrow``: the driver reads each partition's Parquet
@@ -23,9 +26,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from resources.engine import ProcessingEngine
 from resources.lake import LakeResource
 from resources.lake_io_manager import PART_FILE, PARTITION_COLUMN, partition_dir
-from resources.spark import SparkResource
 
 
 def _data_files(lake: LakeResource, rel_dir: str) -> list[str]:
@@ -38,12 +41,11 @@ def _read_tables(lake: LakeResource, files: Sequence[str]) -> list[pa.Table]:
     return [lake.read_parquet(f) for f in files]
 
 
-def read_days(spark: SparkResource, lake: LakeResource, base: str, days: Sequence[dt.date]):
+def read_days(engine: ProcessingEngine, lake: LakeResource, base: str, days: Sequence[dt.date]):
     """The ``date=`` partitions of ``base`` (a lake-relative folder) for ``days``, as one DataFrame."""
-    session = spark.session
-    if spark.lake_access_mode(lake.is_local) == "direct":
+    if engine.lake_access_mode(lake.is_local) == "direct":
         paths = [lake.uri(partition_dir(base, d)) for d in days]
-        return session.read.option("basePath", lake.uri(base)).parquet(*paths)
+        return engine.session.read.option("basePath", lake.uri(base)).parquet(*paths)
     tables = []
     for day in days:
         rel = partition_dir(base, day)
@@ -52,30 +54,29 @@ def read_days(spark: SparkResource, lake: LakeResource, base: str, days: Sequenc
             raise FileNotFoundError(f"no Parquet files in lake partition {lake.uri(rel)}")
         part = pa.concat_tables(_read_tables(lake, files), promote_options="permissive")
         tables.append(part.append_column(PARTITION_COLUMN, pa.array([day] * part.num_rows, pa.date32())))
-    return session.createDataFrame(pa.concat_tables(tables, promote_options="permissive"))
+    return engine.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
 
 
-def read_snapshot(spark: SparkResource, lake: LakeResource, rel: str):
+def read_snapshot(engine: ProcessingEngine, lake: LakeResource, rel: str):
     """One unpartitioned Parquet object (or folder of them) of the lake, as a DataFrame."""
-    session = spark.session
-    if spark.lake_access_mode(lake.is_local) == "direct":
-        return session.read.parquet(lake.uri(rel))
+    if engine.lake_access_mode(lake.is_local) == "direct":
+        return engine.session.read.parquet(lake.uri(rel))
     files = [rel] if rel.endswith(".parquet") else _data_files(lake, rel)
-    return session.createDataFrame(pa.concat_tables(_read_tables(lake, files), promote_options="permissive"))
+    return engine.from_arrow(pa.concat_tables(_read_tables(lake, files), promote_options="permissive"))
 
 
-def write_days(spark: SparkResource, lake: LakeResource, frame, base: str, days: Sequence[dt.date]) -> str:
+def write_days(engine: ProcessingEngine, lake: LakeResource, frame, base: str, days: Sequence[dt.date]) -> str:
     """Replace the ``date=`` partitions of ``base`` that ``frame`` holds; returns the location.
 
     Direct mode overwrites the partitions present in ``frame`` (dynamic partition overwrite). Arrow
     mode replaces every day of the run's window, a day without rows getting an empty file as the
     lake IO manager does, so a rerun never leaves stale rows and readers always find each day.
     """
-    if spark.lake_access_mode(lake.is_local) == "direct":
+    if engine.lake_access_mode(lake.is_local) == "direct":
         uri = lake.uri(base)
         frame.write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(uri)
         return uri
-    table = frame.toArrow()
+    table = engine.to_arrow(frame)
     dates = table.column(PARTITION_COLUMN).cast(pa.date32())
     data = table.drop_columns([PARTITION_COLUMN])
     unexpected = set(pc.unique(dates).to_pylist()) - set(days) - {None}

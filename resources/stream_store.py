@@ -3,16 +3,25 @@
 Everything one micro-batch records goes into PostgreSQL in ONE transaction, with the batch's offset
 ranges as the primary key of its rows. So the offsets table is the truth about progress (a range is
 recorded exactly when its data is), and a retried batch overwrites its own rows instead of adding.
+
+Two more guards make a consumer that dies at any instant (SIGKILL included) safe to restart:
+an *intent* (``streaming.intents``) names a batch's ranges before its lake files are written, so
+a restarted consumer redoes exactly that range (same file names: replaced, never doubled); and
+``record_batch`` only records a range that continues the durable end (or repeats an identical
+recorded range), under a lock per topic, so two consumers can never both record one offset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
 from psycopg2 import sql as q
+from pydantic import PrivateAttr
 
 from resources.kafka import OffsetRange
 from resources.warehouse import WarehouseResource
@@ -34,6 +43,11 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.dead_letters (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (topic, partition, "offset")
 );
+CREATE TABLE IF NOT EXISTS {SCHEMA}.intents (
+    topic text NOT NULL, partition int NOT NULL, start_offset bigint NOT NULL, end_offset bigint NOT NULL,
+    run_id text, written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (topic, partition)
+);
 CREATE TABLE IF NOT EXISTS {SCHEMA}.alerts (
     alert_id text PRIMARY KEY, stream text NOT NULL, key text NOT NULL, event_time timestamptz NOT NULL,
     signal text NOT NULL, value double precision, baseline_mean double precision,
@@ -52,12 +66,105 @@ def stats_view(stream: str) -> str:
     return f"{stream}_minute_stats"
 
 
+class BatchConflict(RuntimeError):
+    """A batch's ranges no longer continue the durable offsets: another consumer recorded them first."""
+
+    def __init__(self, message: str, partitions: Sequence[int] = ()):
+        super().__init__(message)
+        self.partitions = set(partitions)
+
+
 class StreamStore(dg.ConfigurableResource):
     warehouse: WarehouseResource
+    _pinned: object = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Reuse one connection for every call in the block: a long-lived consumer makes three small
+        transactions a second, and a new TLS connection costs 50-100 ms each."""
+        with self.warehouse.connect() as conn:
+            self._pinned = conn
+            try:
+                yield
+            finally:
+                self._pinned = None
+
+    @contextlib.contextmanager
+    def _connect(self):
+        conn = self._pinned
+        if conn is None or conn.closed:
+            with self.warehouse.connect() as fresh:
+                yield fresh
+            return
+        try:
+            yield conn
+        finally:
+            if not conn.closed:
+                conn.rollback()  # ends a read's transaction; after a commit it does nothing
+
+    def ensure_schema(self) -> None:
+        with self._connect() as conn:
+            with conn.cursor() as cur:
+                _ensure_ddl(cur)
+            conn.commit()
+
+    def record_intent(self, topic: str, ranges: Sequence[OffsetRange], run_id: str | None) -> None:
+        """Name the ranges about to be written to the lake (before the first file is written)."""
+        with self._connect() as conn:
+            with conn.cursor() as cur:
+                _ensure_ddl(cur)
+                for r in ranges:
+                    cur.execute(
+                        f"INSERT INTO {SCHEMA}.intents (topic, partition, start_offset, end_offset, run_id) "
+                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT (topic, partition) DO UPDATE SET "
+                        "start_offset = EXCLUDED.start_offset, end_offset = EXCLUDED.end_offset, "
+                        "run_id = EXCLUDED.run_id, written_at = clock_timestamp()",
+                        (topic, r.partition, r.start, r.end, run_id))
+            conn.commit()
+
+    def pending_intents(self, topic: str, partitions: Sequence[int]) -> list[OffsetRange]:
+        """Ranges named by an intent but never recorded (their consumer died in between): they must be
+        redone exactly, before anything else is read on their partitions."""
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.intents",))
+            if cur.fetchone()[0] is None:
+                return []
+            cur.execute(
+                f"SELECT i.partition, i.start_offset, i.end_offset FROM {SCHEMA}.intents i "
+                f"LEFT JOIN (SELECT partition, max(end_offset) AS durable FROM {SCHEMA}.batches "
+                "WHERE topic = %s GROUP BY 1) b USING (partition) "
+                "WHERE i.topic = %s AND i.partition = ANY(%s) AND i.end_offset > i.start_offset "
+                "AND (b.durable IS NULL OR i.start_offset >= b.durable) ORDER BY 1",
+                (topic, topic, list(partitions)))
+            return [OffsetRange(int(p), int(s), int(e)) for p, s, e in cur.fetchall()]
+
+    @contextlib.contextmanager
+    def partitions_lock(self, topic: str, partitions: Sequence[int], wait_seconds: float = 120.0,
+                        on_wait=None) -> Iterator[None]:
+        """Hold a session lock per partition while a long-lived consumer runs: a second consumer of the
+        same partitions (a run force-marked canceled whose process still finishes its batch, or a
+        change of parallelism) waits until the first has gone. PostgreSQL releases the locks when the
+        holder's connection closes, however its process ended."""
+        with self.warehouse.connect() as conn:
+            conn.autocommit = True
+            deadline = time.monotonic() + wait_seconds
+            with conn.cursor() as cur:
+                for p in sorted(partitions):
+                    while True:
+                        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", (f"{SCHEMA}.{topic}", p))
+                        if cur.fetchone()[0]:
+                            break
+                        if time.monotonic() > deadline:
+                            raise BatchConflict(f"topic {topic} partition {p} is still held by another consumer "
+                                                f"after {wait_seconds:.0f} s")
+                        if on_wait:
+                            on_wait(p)
+                        time.sleep(1.0)
+            yield
 
     def durable_ends(self, topic: str) -> dict[int, int]:
         """Per partition, the end offset of the last recorded batch: where the next batch starts."""
-        with self.warehouse.connect() as conn, conn.cursor() as cur:
+        with self._connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.batches",))
             if cur.fetchone()[0] is None:
                 return {}
@@ -68,7 +175,7 @@ class StreamStore(dg.ConfigurableResource):
                 exclude: Sequence[OffsetRange], topic: str) -> pd.DataFrame:
         """Window partials of ``keys`` since ``since`` from earlier batches (this batch's ranges excluded)."""
         table = q.Identifier(SCHEMA, partials_table(stream))
-        with self.warehouse.connect() as conn, conn.cursor() as cur:
+        with self._connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{partials_table(stream)}",))
             if cur.fetchone()[0] is None or not keys:
                 return pd.DataFrame()
@@ -85,13 +192,20 @@ class StreamStore(dg.ConfigurableResource):
         dead_letters: pd.DataFrame, partials: pd.DataFrame | None, alerts: pd.DataFrame | None,
         key: str | None, signals: Sequence[str] = (), run_id: str,
     ) -> None:
-        """One transaction: the batch's ranges, dead letters, window partials and alerts."""
-        with self.warehouse.connect() as conn:
+        """One transaction: the batch's ranges, dead letters, window partials and alerts.
+
+        Raises ``BatchConflict`` (and records nothing) unless each range continues its partition's
+        durable end or repeats a recorded range exactly (a replay of identical data)."""
+        with self._connect() as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{SCHEMA}.{topic}",))
-                cur.execute(_DDL)
+                _ensure_ddl(cur)
+                _check_continues(cur, topic, ranges)
                 if partials is not None and key is not None:
-                    _ensure_partials(cur, stream, key, signals)
+                    cur.execute("SELECT to_regclass(%s), to_regclass(%s)", (f"{SCHEMA}.{partials_table(stream)}",
+                                                                            f"{SCHEMA}.{stats_view(stream)}"))
+                    if None in cur.fetchone():  # not every batch: replacing the view locks its readers out
+                        _ensure_partials(cur, stream, key, signals)
                 for r in ranges:
                     valid, dead = counts.get(r.partition, (0, 0))
                     cur.execute(
@@ -103,6 +217,8 @@ class StreamStore(dg.ConfigurableResource):
                         "run_id = EXCLUDED.run_id, written_at = clock_timestamp()",
                         (stream, topic, r.partition, r.start, r.end, valid, dead, run_id),
                     )
+                    cur.execute(f"DELETE FROM {SCHEMA}.intents WHERE topic = %s AND partition = %s "
+                                "AND start_offset = %s", (topic, r.partition, r.start))
                 for row in dead_letters.itertuples(index=False):
                     cur.execute(
                         f"INSERT INTO {SCHEMA}.dead_letters (stream, topic, partition, \"offset\", reason, key, raw, "
@@ -123,6 +239,30 @@ class StreamStore(dg.ConfigurableResource):
                              a.baseline_mean, a.baseline_std, a.zscore, topic, a.partition, a.offset, run_id),
                         )
             conn.commit()
+
+
+def _ensure_ddl(cur) -> None:
+    """The streaming tables, created once (the check is one catalogue lookup per batch)."""
+    cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.intents",))
+    if cur.fetchone()[0] is None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{SCHEMA}.ddl",))
+        cur.execute(_DDL)
+
+
+def _check_continues(cur, topic: str, ranges: Sequence[OffsetRange]) -> None:
+    parts = [r.partition for r in ranges]
+    cur.execute(f"SELECT partition, max(end_offset) FROM {SCHEMA}.batches WHERE topic = %s "
+                "AND partition = ANY(%s) GROUP BY 1", (topic, parts))
+    durable = {int(p): int(e) for p, e in cur.fetchall()}
+    cur.execute(f"SELECT partition, start_offset, end_offset FROM {SCHEMA}.batches WHERE topic = %s "
+                "AND partition = ANY(%s) AND start_offset = ANY(%s)", (topic, parts, [r.start for r in ranges]))
+    recorded = {(int(p), int(s)): int(e) for p, s, e in cur.fetchall()}
+    bad = {r.partition: (durable[r.partition], r.start, r.end) for r in ranges
+           if r.partition in durable and durable[r.partition] != r.start
+           and recorded.get((r.partition, r.start)) != r.end}
+    if bad:
+        raise BatchConflict(f"topic {topic}: ranges do not continue the durable offsets, "
+                            f"partition: (durable end, start, end) {bad}", partitions=bad)
 
 
 def _ensure_partials(cur, stream: str, key: str, signals: Sequence[str]) -> None:

@@ -15,7 +15,12 @@ change of parallelism never lets two runs read one partition.
 
 A failed (or canceled) run's ranges are requested again, unchanged, under a new run key
 (``...#retry-N``), so a failed range is retried, never skipped, and never split differently (its lake
-files are named by the range: a retry replaces them).
+files are named by the range: a retry replaces them). So is a range a consumer named in an intent
+and never recorded (a continuous consumer killed mid-batch before a switch to micro-batch).
+
+In ``continuous`` mode the same sensor supervises instead: per shard, when no run of the shard is in
+flight, it requests one long-running consumer run (run key ``stream/shard-N:continuous:after-<the
+previous run>``, so a consumer that died or was stopped is replaced at the next tick).
 """
 
 import hashlib
@@ -26,7 +31,7 @@ from typing import NamedTuple
 
 import dagster as dg
 
-from platform_assets.streaming.assets import group_id, topic_key
+from platform_assets.streaming.assets import MODE_TAG, group_id, topic_key
 from platform_assets.streaming.config import StreamConfig
 from resources.kafka import KafkaResource, OffsetRange, TopicNotFound
 from resources.stream_store import StreamStore
@@ -36,6 +41,11 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 RETRIED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 SHARD_TAG, PARALLELISM_TAG = "stream/shard", "stream/parallelism"
+# A consumer logs an event at least every 10 s (batches, lag observations). A STARTED run silent for
+# longer than this lost its process without Dagster noticing (e.g. its code server died with the
+# daemon): the sensor marks it failed and replaces it. (A run process that dies under a living code
+# server, even by SIGKILL, is marked failed by the code server itself.)
+SILENT_AFTER_S = 90.0
 
 
 class PastRun(NamedTuple):
@@ -166,6 +176,33 @@ def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
     return plans
 
 
+def restart_delay(consecutive_failures: int) -> float:
+    """Back-off before relaunching a consumer whose last runs failed: none after one failure (a
+    killed process comes back at the next tick), then 10 s doubling up to 5 minutes."""
+    return 0.0 if consecutive_failures <= 1 else min(300.0, 10.0 * 2 ** (consecutive_failures - 2))
+
+
+def plan_consumers(parallelism: int, in_flight: Sequence[dg.DagsterRun | dict],
+                   last_run: Callable[[int], str | None]) -> tuple[list[tuple[int, str]], str | None]:
+    """Continuous mode: (shard, run key) for each shard without a consumer in flight, or why none.
+
+    ``in_flight``: the tags of every unfinished run of the stream. A micro-batch still in flight (a
+    mode switch) or a consumer of another parallelism holds everything back, so no two readers
+    ever share a partition; the consumers also lock their partitions while they run."""
+    tags = [getattr(r, "tags", r) for r in in_flight]
+    micro = [t for t in tags if t.get(MODE_TAG) != "continuous"]
+    if micro:
+        return [], f"{len(micro)} micro-batch run(s) in flight: the consumers start once they are done"
+    other = sorted({t.get(PARALLELISM_TAG) for t in tags} - {str(parallelism)})
+    if other:
+        return [], (f"consumers of parallelism {', '.join(map(str, other))} still running: terminate them "
+                    f"from the UI to start {parallelism} shard(s)")
+    running = {int(t[SHARD_TAG]) for t in tags if SHARD_TAG in t}
+    return [(s, f"shard-{s}:continuous:after-{last_run(s) or 'start'}")
+            for s in range(parallelism) if s not in running], (None if len(running) < parallelism
+                                                               else "every shard's consumer is running")
+
+
 def ranges_text(ranges: Sequence[OffsetRange]) -> str:
     return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in ranges)
 
@@ -205,6 +242,18 @@ def _past(run: dg.DagsterRun, asset_name: str) -> PastRun:
     return PastRun(run.run_id, run.status in RETRIED, ranges)
 
 
+def _lost(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """A started consumer run that has logged nothing for SILENT_AFTER_S: marked failed, so it is replaced."""
+    if run.status != dg.DagsterRunStatus.STARTED or run.tags.get(MODE_TAG) != "continuous":
+        return False
+    records = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
+    if records and time.time() - records[0].timestamp < SILENT_AFTER_S:
+        return False
+    instance.report_run_failed(run, message=f"continuous consumer silent for over {SILENT_AFTER_S:g} s: "
+                                            "its process is gone; the stream sensor starts a new one")
+    return True
+
+
 def _load_cursor(raw: str | None) -> tuple[dict[int, float | None], dict[int, int] | None]:
     cursor = json.loads(raw) if raw else {}
     since = cursor.get("backlog_since")
@@ -218,13 +267,64 @@ def _load_cursor(raw: str | None) -> tuple[dict[int, float | None], dict[int, in
 def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_name: str,
                         default_status=dg.DefaultSensorStatus.RUNNING) -> dg.SensorDefinition:
     n = stream.parallelism
+    description = (f"Launches micro-batches of {stream.topic} ({n} in parallel at most) when "
+                   f"{stream.trigger.min_messages} messages are waiting or the oldest has waited "
+                   f"{stream.trigger.max_wait_seconds:g} s.")
+    if stream.mode == "continuous":
+        description = (f"Keeps one continuous consumer run per shard of {stream.topic} ({n} shard(s)) "
+                       "running: launches it, and launches a new one when it has stopped.")
+
+    def _supervise(context: dg.SensorEvaluationContext, kafka: KafkaResource, stream_store: StreamStore):
+        try:
+            marks = kafka.watermarks(stream.topic)
+        except TopicNotFound as exc:
+            return dg.SkipReason(f"{exc}: create it (make services-up creates the catalogue's topics)")
+        durable = stream_store.durable_ends(stream.topic)
+        lag = {p: high - max(durable.get(p, low), low) for p, (low, high) in marks.items()}
+        observation = dg.AssetObservation(asset_key=topic_key(stream.topic), metadata={
+            "consumer_lag": sum(lag.values()),
+            "lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in lag.items()}),
+            "partitions": len(marks), "parallelism": n, "consumer_group": group_id(name), "mode": "continuous"})
+        in_flight = [r for r in context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT))
+                     if not _lost(context.instance, r)]
+
+        def last_run(shard: int) -> str | None:
+            runs = context.instance.get_runs(dg.RunsFilter(tags={"stream": name, MODE_TAG: "continuous",
+                                                                 SHARD_TAG: str(shard)}), limit=1)
+            return runs[0].run_id if runs else None
+
+        def waiting(shard: int) -> float:
+            """Seconds before a consumer that keeps failing (a broker down) may be started again."""
+            records = context.instance.get_run_records(dg.RunsFilter(tags={
+                "stream": name, MODE_TAG: "continuous", SHARD_TAG: str(shard)}), limit=6)
+            failures = 0
+            for rec in records:
+                if rec.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+                    break
+                failures += 1
+            ended = records[0].end_time if records and failures else None
+            return max(0.0, ended + restart_delay(failures) - time.time()) if ended else 0.0
+
+        launches, reason = plan_consumers(n, in_flight, last_run)
+        held = {shard: w for shard, _ in launches if (w := waiting(shard)) > 0}
+        launches = [(shard, key) for shard, key in launches if shard not in held]
+        if held:
+            reason = "; ".join(f"shard {s}: its consumer keeps failing, restarting in {w:.0f} s"
+                               for s, w in held.items())
+        requests = [dg.RunRequest(
+            run_key=f"{name}/{key}", job_name=job_name,
+            run_config={"ops": {asset_name: {"config": {"shard": shard, "parallelism": n}}}},
+            tags={"stream": name, MODE_TAG: "continuous", SHARD_TAG: str(shard), PARALLELISM_TAG: str(n)})
+            for shard, key in launches]
+        if requests:
+            return dg.SensorResult(run_requests=requests, asset_events=[observation])
+        return dg.SensorResult(skip_reason=reason, asset_events=[observation])
 
     @dg.sensor(name=f"{name}_stream_sensor", job_name=job_name, minimum_interval_seconds=1,
-               default_status=default_status,
-               description=f"Launches micro-batches of {stream.topic} ({n} in parallel at most) when "
-                           f"{stream.trigger.min_messages} messages are waiting or the oldest has waited "
-                           f"{stream.trigger.max_wait_seconds:g} s.")
+               default_status=default_status, description=description)
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, stream_store: StreamStore):
+        if stream.mode == "continuous":
+            return _supervise(context, kafka, stream_store)
         backlog_since, origin = _load_cursor(context.cursor)
         now = time.time()
         try:
@@ -240,8 +340,13 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
             "high_watermarks": dg.MetadataValue.json({str(p): h for p, (_, h) in marks.items()}),
             "partitions": len(marks), "parallelism": n, "consumer_group": group_id(name)})
 
-        in_flight = [_past(r, asset_name) for r in
-                     context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT))]
+        runs_in_flight = context.instance.get_runs(dg.RunsFilter(tags={"stream": name}, statuses=IN_FLIGHT))
+        consumers = [r.run_id for r in runs_in_flight if r.tags.get(MODE_TAG) == "continuous"]
+        if consumers:
+            return dg.SensorResult(skip_reason=f"continuous consumer run(s) {consumers} still running (the stream "
+                                               "is in micro_batch mode now): terminate them from the UI",
+                                   asset_events=[observation], cursor=context.cursor)
+        in_flight = [_past(r, asset_name) for r in runs_in_flight]
         # The finished runs that decide retries: per partition, those whose range started where the
         # partition's next batch starts (by tag, so a failure is found however many runs came since),
         # plus the latest few; newest first.
@@ -255,6 +360,11 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
         recent = [_past(rec.dagster_run, asset_name)
                   for rec in sorted(records.values(), key=lambda rec: rec.create_timestamp, reverse=True)
                   if rec.dagster_run.status not in IN_FLIGHT]
+        # Ranges a consumer named and never recorded are redone exactly, like a failed run's.
+        intents: dict[int, list[OffsetRange]] = {}
+        for r in stream_store.pending_intents(stream.topic, list(marks)):
+            intents.setdefault(shard_of(r.partition, n), []).append(r)
+        recent = [PastRun(f"intent:{ranges_text(rs)}", True, tuple(rs)) for rs in intents.values()] + recent
 
         def attempts(ranges):
             return len(context.instance.get_run_ids(dg.RunsFilter(

@@ -21,6 +21,18 @@ DROPPED = Counter("platform_prediction_log_dropped", "Logged predictions dropped
 log = logging.getLogger(__name__)
 
 
+def logged_prediction(pred, proba: dict[str, float] | None) -> dict:
+    """The logged columns of one prediction: ``label`` always (the class or value as text),
+    ``prediction`` when it is a number (regression, numeric classes), and ``probability``: that of
+    the positive class ``1`` for a binary 0/1 model (what the dashboard charts), else that of the
+    predicted class."""
+    numeric = isinstance(pred, int | float) and not isinstance(pred, bool)
+    probability = None
+    if proba:
+        probability = proba.get("1", proba.get(str(pred)))
+    return {"prediction": float(pred) if numeric else None, "label": str(pred), "probability": probability}
+
+
 class PredictionLog:
     def __init__(self, warehouse_factory, interval_seconds: float = 2.0, max_rows: int = 200_000):
         self._factory, self._warehouse = warehouse_factory, None
@@ -37,10 +49,9 @@ class PredictionLog:
                 if len(self._rows) >= self.max_rows:
                     self._rows.popleft()
                     DROPPED.inc()
-                proba = probabilities[i].get("1") if probabilities else None
                 self._rows.append({"predicted_at": now, "model": model, "version": version,
                                    "machine_id": machine_ids[i] if machine_ids else None,
-                                   "prediction": float(pred), "probability": proba})
+                                   **logged_prediction(pred, probabilities[i] if probabilities else None)})
 
     def flush(self) -> int:
         with self._lock:

@@ -5,6 +5,8 @@ The packaging asset imports each champion from the MLflow registry into the Bent
 ``MODEL_RELOAD_SECONDS`` (default 10), so a new champion is served without a restart.
 Input records are checked against the model's MLflow signature: a missing column or a value of the
 wrong type is a client error that names the field, never a server error.
+Classifiers answer with their original labels (strings, integers or booleans, as trained) and the
+probability of every class keyed by the class name: see ``Prediction``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,39 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
+
+
+class _PredictionBase(TypedDict):
+    model: str  # the catalogue's model name
+    version: str | None  # the MLflow registry version served
+    bento_model: str  # the BentoML model tag
+    predictions: list  # per record: the class label as trained (str, int or bool), or a float (regression)
+
+
+class Prediction(_PredictionBase, total=False):
+    """What ``ModelSlot.predict`` returns (the service's response body adds request fields to it).
+
+    Classifiers only: ``classes`` lists every label the model knows (as in ``predictions``) and
+    ``probabilities`` holds, per record, ``{str(label): probability}`` over all classes (sums to 1).
+    """
+
+    classes: list
+    probabilities: list[dict[str, float]]
+
+
+def plain(value):
+    """A label as plain JSON: numpy integers, floats and booleans become Python ones; text stays text."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    return str(value)
 
 
 class InputError(ValueError):
@@ -47,6 +79,11 @@ class ModelSlot:
         estimator = model.steps[-1][1] if hasattr(model, "steps") else model
         if "n_jobs" in estimator.get_params():
             estimator.set_params(n_jobs=1)
+        # Likewise OpenMP (gradient boosting) and BLAS: one thread each, for the whole serving process.
+        # Under load, OpenMP's threads spin-wait for busy cores (predict 7x slower here, measured).
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
         from mlflow.models import Model
 
         signature = Model.load(ref.path_of(MLFLOW_MODEL_FOLDER)).signature
@@ -95,14 +132,21 @@ class ModelSlot:
                 raise InputError(f"field {col!r} must be a string; got {frame[col][bad].iloc[0]!r}")
         return frame
 
-    def predict(self, frame: pd.DataFrame) -> dict:
-        model = self.current()
-        out: dict = {"model": self.name, "version": self.info.get("mlflow_version"), "bento_model": self.tag}
-        if hasattr(model, "predict_proba"):
-            proba = model.predict_proba(frame)
-            classes = [int(c) if isinstance(c, (np.integer, int)) else str(c) for c in model.classes_]
-            out["predictions"] = [classes[i] for i in proba.argmax(axis=1)]
-            out["probabilities"] = [dict(zip(map(str, classes), map(float, row))) for row in proba]
-        else:
-            out["predictions"] = [float(v) for v in model.predict(frame)]
-        return out
+    def predict(self, frame: pd.DataFrame) -> Prediction:
+        return predict_with(self.current(), frame, model=self.name, version=self.info.get("mlflow_version"),
+                            bento_model=self.tag)
+
+
+def predict_with(pipeline, frame: pd.DataFrame, **about) -> Prediction:
+    """Predictions of a fitted pipeline in the service's shape (``about``: model, version, bento_model)."""
+    out: Prediction = {**about}  # type: ignore[typeddict-item]
+    if hasattr(pipeline, "predict_proba"):
+        proba = pipeline.predict_proba(frame)
+        # Whole-number float labels (0.0/1.0 from older models) are served as integers, like new ones.
+        classes = [plain(c) for c in pipeline.classes_]
+        out["predictions"] = [classes[i] for i in proba.argmax(axis=1)]
+        out["classes"] = classes
+        out["probabilities"] = [dict(zip(map(str, classes), map(float, row))) for row in proba]
+    else:
+        out["predictions"] = [float(v) for v in pipeline.predict(frame)]
+    return out

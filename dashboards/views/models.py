@@ -5,11 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import ui
+from platform_assets.ml.config import METRICS
 
 st.title("Models")
 st.caption("From the MLflow registry (through the platform's MLflow resource): the version each model's "
            "`champion` alias points to, every registered version's validation metric, and the champion run's "
-           "`validation_plot.png` artifact.")
+           "`validation_plot.png` artifact (a confusion matrix with class names for classifiers, residuals for "
+           "regressors).")
 st.sidebar.caption("The site, machine and time filters apply on the Predictions and Streaming pages.")
 
 overview = ui.load("models_overview")
@@ -44,14 +46,14 @@ if not ui.guidance(overview):
                 )
                 st.altair_chart(chart, width="stretch")
                 st.caption("Full opacity with an outline: the champion. "
-                           + ("Higher is better." if metric in ("roc_auc", "pr_auc", "f1", "r2") else "Lower is better."))
+                           + ("Higher is better." if METRICS[model.task].get(metric, True) else "Lower is better."))
             st.subheader("Champion metrics")
             names = sorted(set(val) | set(test))
             st.dataframe(pd.DataFrame({"metric": names, "validation": [val.get(n) for n in names],
                                        "test": [test.get(n) for n in names]}),
                          hide_index=True, width="stretch")
         with right:
-            st.subheader("Validation plot")
+            st.subheader("Confusion matrix" if model.task == "classification" else "Validation plot")
             png = ui.load_slow("validation_plot", model.run_id) if model.run_id else None
             if png:
                 st.image(png, caption=f"{model.model} v{model.champion_version} ({model.algorithm}): "

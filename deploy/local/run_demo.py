@@ -2,6 +2,11 @@
 
 Runs inside deploy/local/with-services.sh, which has started PostgreSQL, MariaDB and the demo REST
 API and stops them again on exit. Ctrl-C stops the webserver and daemon started here.
+
+The terminal shows progress and results only. Everything else written to the process's standard
+output and error (MLflow's and Spark's warnings and banners, pip notices, "View run" lines, the
+JVM's log4j lines, child processes' chatter) goes to .local/dagster/demo.log: file descriptors 1
+and 2 are redirected, so output from C, Java and subprocesses is caught too, not only Python's.
 """
 
 from __future__ import annotations
@@ -22,6 +27,31 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from platform_assets.settings import load_local_defaults
+
+_terminal = sys.stdout  # the demo's own lines; the terminal even after quiet_output()
+
+
+def say(*parts) -> None:
+    print(*parts, file=_terminal, flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it from the project folder."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def quiet_output(home: Path) -> Path:
+    """Send fd 1 and 2 (libraries, the JVM, children) to the demo log; keep the terminal for say()."""
+    global _terminal
+    log = home / "demo.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return log
 
 
 def prepare_environment() -> Path:
@@ -44,8 +74,11 @@ def prepare_environment() -> Path:
 
 
 def generate_demo_data() -> None:
-    print("== demo data")
-    subprocess.run([sys.executable, "-m", "platform_assets.demo_data"], cwd=ROOT, check=True)
+    say("== demo data")
+    done = subprocess.run([sys.executable, "-m", "platform_assets.demo_data"], cwd=ROOT, check=True,
+                          stdout=subprocess.PIPE, text=True)  # its table of sources is a result; stderr is noise
+    for line in done.stdout.splitlines():
+        say(f"  {line}")
 
 
 def run_with_progress(job_name: str, groups: tuple[str, ...], tags: dict | None = None) -> bool:
@@ -62,7 +95,7 @@ def run_with_progress(job_name: str, groups: tuple[str, ...], tags: dict | None 
     total = len(dg.AssetSelection.groups(*groups).resolve(defs.get_repository_def().asset_graph))
     span = f" for partitions {tags['dagster/asset_partition_range_start']}..{tags['dagster/asset_partition_range_end']}" \
         if tags else ""
-    print(f"== {job_name}: {total} assets{span} (run {run_id[:8]})")
+    say(f"== {job_name}: {total} assets{span} (run {run_id[:8]})")
     outcome: dict = {}
 
     def run() -> None:
@@ -90,19 +123,19 @@ def run_with_progress(job_name: str, groups: tuple[str, ...], tags: dict | None 
                 if mat.asset_key not in shown:  # partitioned assets report once per day: show the first
                     shown.add(mat.asset_key)
                     parts = "partitioned" if mat.partition else ""
-                    print(f"  [{len(shown):>2}/{total}] {elapsed:6.1f}s  {mat.asset_key.to_user_string():<42} {parts}")
+                    say(f"  [{len(shown):>2}/{total}] {elapsed:6.1f}s  {mat.asset_key.to_user_string():<42} {parts}")
             elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
                 ev = event.event_specific_data
                 if not ev.passed:
-                    print(f"  check {ev.asset_key.to_user_string()}:{ev.check_name} did not pass ({ev.severity.value})")
+                    say(f"  check {ev.asset_key.to_user_string()}:{ev.check_name} did not pass ({ev.severity.value})")
             else:
-                print(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()[:400]}")
+                say(f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()[:400]}")
         printed = len(logs)
         if not running:
             break
         time.sleep(0.5)
     worker.join()
-    print(f"== {job_name} {'succeeded' if outcome.get('success') else 'FAILED'} in {time.monotonic() - started:.0f}s")
+    say(f"== {job_name} {'succeeded' if outcome.get('success') else 'FAILED'} in {time.monotonic() - started:.0f}s")
     return bool(outcome.get("success"))
 
 
@@ -114,11 +147,11 @@ def summarise_warehouse() -> None:
         "SELECT table_schema || '.' || table_name AS tbl FROM information_schema.tables "
         "WHERE table_schema IN ('marts', 'quarantine') ORDER BY 1"
     )
-    print("== warehouse (PostgreSQL)")
+    say("== warehouse (PostgreSQL)")
     for tbl in counts["tbl"]:
         schema, name = tbl.split(".")
         n = warehouse.query(f'SELECT count(*) AS n FROM "{schema}"."{name}"')["n"].iloc[0]
-        print(f"  {tbl:<40} {n:>9,} rows")
+        say(f"  {tbl:<40} {n:>9,} rows")
 
 
 def summarise_models() -> None:
@@ -128,23 +161,23 @@ def summarise_models() -> None:
     configured = build_resources(resolved=True)
     mlflow = configured["mlflow"]
     online = configured["online_store"]
-    print(f"== models (MLflow {os.environ['MLFLOW_TRACKING_URI']})")
+    say(f"== models (MLflow {os.environ['MLFLOW_TRACKING_URI']})")
     client = mlflow.client()
     for name, model in load_models().models.items():
         registered = mlflow.registered_name(name)
         champion = mlflow.champion(registered)
         if champion is None:
-            print(f"  {registered:<28} no champion")
+            say(f"  {registered:<28} no champion")
             continue
         metrics = client.get_run(champion.run_id).data.metrics
         shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())
                           if k in (f"val_{model.selection_metric}", f"test_{model.selection_metric}"))
         versions = len(client.search_model_versions(f"name = '{registered}'"))
-        print(f"  {registered:<28} champion v{champion.version} ({champion.tags.get('algorithm', '?')}), {shown}; "
+        say(f"  {registered:<28} champion v{champion.version} ({champion.tags.get('algorithm', '?')}), {shown}; "
               f"{versions} versions")
     for fs, cfg in load_models().feature_sets.items():
         if cfg.online:
-            print(f"  online store: {len(online.entities(fs))} {cfg.entity}s of {fs} in Redis "
+            say(f"  online store: {len(online.entities(fs))} {cfg.entity}s of {fs} in Redis "
                   f"{os.environ['REDIS_HOST']}:{os.environ['REDIS_PORT']}")
 
 
@@ -231,6 +264,26 @@ def serve_ui(home: Path) -> None:
     procs.append(start_dashboard(home))
 
     def stop(*_):
+        # The daemon first, so no sensor starts a consumer again; then the continuous consumers (a
+        # long-running run each: their code server does not exit while they execute); then the rest.
+        daemon = procs[1]
+        if daemon.poll() is None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        try:
+            import dagster as dg
+
+            from platform_assets.streaming.continuous import stop_consumers
+
+            with dg.DagsterInstance.get() as instance:
+                stopped = stop_consumers(instance)
+            if stopped:
+                say(f"stopped {len(stopped)} continuous stream consumer run(s)")
+        except Exception as exc:  # noqa: BLE001 - stopping must go on whatever happens here
+            say(f"could not stop the continuous consumers cleanly: {exc}")
         for p in producers + procs:
             if p.poll() is None:
                 p.terminate()
@@ -250,32 +303,34 @@ def serve_ui(home: Path) -> None:
         from serving.mint_token import local_secret
 
         token = mint("demo", ["predict", "train"], local_secret(), 8 * 3600)
-        print("== ready")
-        print(f"  Dagster UI       http://127.0.0.1:{port}  (asset graph: /asset-groups, runs: /runs)")
-        print(f"  MLflow           {os.environ['MLFLOW_TRACKING_URI']}  (experiments platform/classification, "
+        say("== ready")
+        say(f"  Dagster UI       http://127.0.0.1:{port}  (asset graph: /asset-groups, runs: /runs)")
+        say(f"  MLflow           {os.environ['MLFLOW_TRACKING_URI']}  (experiments platform/classification, "
               f"platform/regression; models with alias 'champion')")
-        print(f"  Warehouse        postgresql://{os.environ['WAREHOUSE_USER']}@127.0.0.1:{os.environ['WAREHOUSE_PORT']}/{os.environ['WAREHOUSE_DB']}")
-        print(f"  Lake             {os.environ['LAKE_ROOT']}")
-        print(f"  Demo REST API    {os.environ['DEMO_API_URL']}/api/v1/sites")
-        print(f"  Kafka            {os.environ['KAFKA_BOOTSTRAP_SERVERS']}  (producers: .local/dagster/producer-*.log;"
+        say(f"  Warehouse        postgresql://{os.environ['WAREHOUSE_USER']}@127.0.0.1:{os.environ['WAREHOUSE_PORT']}/{os.environ['WAREHOUSE_DB']}")
+        say(f"  Lake             {os.environ['LAKE_ROOT']}")
+        say(f"  Demo REST API    {os.environ['DEMO_API_URL']}/api/v1/sites")
+        say(f"  Kafka            {os.environ['KAFKA_BOOTSTRAP_SERVERS']}  (producers: .local/dagster/producer-*.log;"
               f" watch: .venv/bin/python -m platform_assets.streaming.inspect --follow)")
-        print("  Streaming        the stream sensors launch micro-batches every few seconds: see /runs and the"
-              " 'streaming' asset group")
-        print(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
-        print(f"  Dashboard        http://127.0.0.1:{os.environ.get('DASHBOARD_PORT', '28501')}  (Streamlit: data, "
+        say("  Streaming        sensor readings: one long-running consumer run (continuous mode, a batch each"
+              " second); app logs: micro-batch runs every few seconds; see /runs and the 'streaming' asset group")
+        say(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
+        say(f"  Dashboard        http://127.0.0.1:{os.environ.get('DASHBOARD_PORT', '28501')}  (Streamlit: data, "
               f"models, predictions, streaming)")
-        print(f"  Prometheus       http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '29090')}  (alerts: /alerts; "
+        say(f"  Prometheus       http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '29090')}  (alerts: /alerts; "
               f"platform metrics: http://127.0.0.1:{os.environ.get('PLATFORM_EXPORTER_PORT', '29100')}/metrics)")
-        print("  Try it           (a token with roles predict and train, valid 8 h)")
-        print(f"    export TOKEN={token}")
-        print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        say("  Try it           (a token with roles predict and train, valid 8 h)")
+        say(f"    export TOKEN={token}")
+        say(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
               f"-d '{{\"model\": \"failure_within_24h\", \"machine_ids\": [\"M001\", \"M002\"]}}' {serving}/predict")
-        print(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {serving}/train   # retrain through Dagster")
-        print("    more tokens: .venv/bin/python -m serving.mint_token --roles predict,train")
-        print("  Ctrl-C stops the UI, the prediction service, the producers and the services this command started.")
+        say(f"    curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {serving}/train   # retrain through Dagster")
+        say("    more tokens: .venv/bin/python -m serving.mint_token --roles predict,train")
+        say(f"  Logs             {shown(home)}/demo.log (libraries' output), webserver.log, daemon.log, "
+            f"serving.log, producer-*.log, dashboard.log, monitoring.log")
+        say("  Ctrl-C stops the UI, the prediction service, the producers and the services this command started.")
         while all(p.poll() is None for p in procs):
             time.sleep(1)
-        print("a Dagster process exited; see .local/dagster/*.log")
+        say(f"a process exited; see {shown(home)}/*.log")
     except KeyboardInterrupt:
         pass
     finally:
@@ -285,6 +340,17 @@ def serve_ui(home: Path) -> None:
 def main() -> int:
     started = time.monotonic()
     home = prepare_environment()
+    log = quiet_output(home)
+    say(f"== logs: {shown(log)} (libraries' warnings and banners); {shown(home)}/*.log "
+        f"(UI, daemon, prediction service, producers, dashboard, monitoring)")
+    try:
+        return _demo(home, started)
+    except Exception as exc:
+        say(f"FAILED: {type(exc).__name__}: {str(exc)[:400]}\n  the traceback and the libraries' output: {shown(log)}")
+        raise
+
+
+def _demo(home: Path, started: float) -> int:
     generate_demo_data()
     from platform_assets.partitions import daily_partitions
     from platform_assets.sources.config import load_catalogue
@@ -295,7 +361,7 @@ def main() -> int:
     summarise_warehouse()
     ok = run_with_progress("ml_pipeline", ("ml", "serving")) and ok
     summarise_models()
-    print(f"== pipeline part took {time.monotonic() - started:.0f}s")
+    say(f"== pipeline part took {time.monotonic() - started:.0f}s")
     if os.environ.get("DEMO_NO_UI"):
         return 0 if ok else 1
     serve_ui(home)

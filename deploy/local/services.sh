@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Local services for development and CI: PostgreSQL 15, MariaDB 10.11, a Kafka-protocol broker,
-# Redis 7 (online feature store), the MLflow tracking server (PostgreSQL backend) and the demo REST API.
+# Local services for development and CI: PostgreSQL 15, MariaDB 10.11, Apache Kafka 4 (KRaft),
+# Redis 7 (online feature store), the MLflow tracking server (PostgreSQL backend), FerretDB (the
+# document store, MongoDB's wire protocol) and the demo REST API.
 #
-#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
+#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|documents|demo-api ...]   (default: all)
 #   deploy/local/services.sh up|down|status s3      (moto's S3 server with the lake's bucket; only when named)
-#   deploy/local/services.sh install                                                      (Debian packages only)
+#   deploy/local/services.sh install         (Debian packages, Apache Kafka's jars from Maven Central,
+#                                             FerretDB built from the Go module proxy)
 #
 # Settings come from deploy/local/services.env; a variable already set in the environment wins.
 # All state (data, logs, pid files, config) lives under $PROJECT_ROOT/.local/services/<name>/
@@ -15,11 +17,13 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 ENV_FILE="$SCRIPT_DIR/services.env"
-ALL_SERVICES=(postgres mariadb kafka redis mlflow demo-api)   # start order; `down` stops in reverse
+ALL_SERVICES=(postgres mariadb kafka redis mlflow documents demo-api)   # start order; `down` stops in reverse
 OPTIONAL_SERVICES=(s3)   # started only when named (an object-store lake is opt-in)
 READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
 # MLflow imports its whole stack and migrates its database on a first start (about 10 s here): allow more.
 MLFLOW_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
+# Kafka's JVM starts in about 8 s here, 25 s on a busy machine: allow 90.
+KAFKA_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
 STOP_TIMEOUT=${SERVICES_STOP_TIMEOUT:-30}     # seconds to wait for a server to exit
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ REDIS_SERVER=/usr/bin/redis-server
 packages_missing() {
     local pkg f files
     MISSING_PACKAGES=()
-    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus chromium chromium-driver; do
+    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus chromium chromium-driver maven; do
         case $pkg in
             postgresql) files=("$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql") ;;
             mariadb-server) files=("$MARIADBD" /usr/bin/mariadb-install-db) ;;
@@ -158,6 +162,7 @@ packages_missing() {
             prometheus) files=(/usr/bin/prometheus /usr/bin/promtool) ;;  # for the monitoring tests
             chromium) files=(/usr/bin/chromium) ;;                           # for the dashboard's browser test
             chromium-driver) files=(/usr/bin/chromedriver) ;;
+            maven) files=(/usr/bin/mvn) ;;                                   # fetches Apache Kafka's jars
         esac
         for f in "${files[@]}"; do
             [[ -x $f ]] || { MISSING_PACKAGES+=("$pkg"); break; }
@@ -278,7 +283,25 @@ pg_initdb() {
     printf '%s\n' "$out" >"$PG_DIR/initdb.log"
 }
 
-# TLS (encryption in transit): a local CA and a server certificate for 127.0.0.1 and localhost,
+# The local CA (under $STATE_DIR/postgres/tls, where services.env points PGSSLROOTCERT and
+# KAFKA_SSL_CA_LOCATION): made once, it signs the PostgreSQL server's and Kafka's certificates.
+local_ca() {
+    local tls="$STATE_DIR/postgres/tls"
+    [[ -s $tls/ca.crt && -s $tls/ca.key ]] && return 0
+    command -v openssl >/dev/null || die "openssl is needed to make the local TLS certificates"
+    mkdir -p "$tls"
+    (
+        cd "$tls" || exit 1
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dagster-ml-platform local CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout ca.key -out ca.crt
+    ) >"$tls/ca.log" 2>&1 || { show_logs "$tls/ca.log"; die "could not make the local CA"; }
+    chmod 600 "$tls/ca.key"
+    chmod 644 "$tls/ca.crt"
+    rm -f "$tls/server.crt"  # any server certificate of a former CA is made again
+}
+
+# TLS (encryption in transit): a server certificate for 127.0.0.1 and localhost from the local CA,
 # made once under $PG_DIR/tls. Clients verify the server against $PG_DIR/tls/ca.crt (services.env
 # points PGSSLROOTCERT there, with PGSSLMODE=verify-full); a CA file named by the user is never
 # written. Settings go to tls.conf, included from postgresql.conf, so a running server takes them on
@@ -286,21 +309,17 @@ pg_initdb() {
 pg_tls_files() {
     local tls="$PG_DIR/tls"
     PG_TLS_MADE=0
-    if [[ ! -s $PG_DATA/server.crt || ! -s $PG_DATA/server.key || ! -s $tls/ca.crt ]]; then
-        command -v openssl >/dev/null || die "postgres: openssl is needed to make the local TLS certificates"
+    local_ca
+    if [[ ! -s $PG_DATA/server.crt || ! -s $PG_DATA/server.key || ! -s $tls/server.crt ]]; then
         mkdir -p "$tls"
         (
             cd "$tls" || exit 1
-            openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dagster-ml-platform local CA" \
-                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-                -keyout ca.key -out ca.crt
             openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
             printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
                 -extfile server.ext -out server.crt
         ) >"$PG_DIR/tls.log" 2>&1 || { show_logs "$PG_DIR/tls.log"; die "postgres: could not make TLS certificates"; }
-        chmod 600 "$tls/ca.key" "$tls/server.key"
-        chmod 644 "$tls/ca.crt"
+        chmod 600 "$tls/server.key"
         install -m 600 "$tls/server.crt" "$PG_DATA/server.crt"
         install -m 600 "$tls/server.key" "$PG_DATA/server.key"
         is_root && chown postgres:postgres "$PG_DATA/server.crt" "$PG_DATA/server.key"
@@ -593,8 +612,8 @@ my_status() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Background processes: the demo REST API, the Kafka-protocol broker and the MLflow server (from
-# the project's venv), and Redis. Each is described by NAME, DIR, PATTERN (a unique part of its
+# Background processes: the demo REST API and the MLflow server (from the project's venv), Apache
+# Kafka (a JVM), and Redis. Each is described by NAME, DIR, PATTERN (a unique part of its
 # command line), HOST, PORT and a health function; bg_up/bg_down/bg_status do the rest. Each runs
 # in its own session and process group (setsid), and `down` stops the whole group, so servers that
 # spawn workers (MLflow: uvicorn) leave nothing behind.
@@ -728,35 +747,224 @@ api_up() {
 api_down() { api_vars; bg_down demo-api "$API_DIR" "$API_MODULE"; }
 api_status() { api_vars; bg_status demo-api "$API_DIR" "$API_MODULE" "$DEMO_API_HOST" "$DEMO_API_PORT"; }
 
-# -- Kafka-protocol broker: noida-db from the venv (Apache Kafka is not installable here), then
-# the platform's topics (platform_assets/streams.yaml), created idempotently.
+# -- Apache Kafka (KRaft, one node that is broker and controller), jars from Maven Central.
+# Listeners, all on 127.0.0.1 (ports below 32768):
+#   CLIENT     KAFKA_BOOTSTRAP_SERVERS (29092)  SASL_SSL, SCRAM-SHA-512: the platform's settings
+#   MTLS       KAFKA_MTLS_PORT (29093)          SSL with client certificates required (also inter-broker)
+#   CONTROLLER KAFKA_CONTROLLER_PORT (29094)    SSL with client certificates required (KRaft quorum)
+# Server and client certificates come from the local CA (local_ca). A certificate's CN is its
+# principal (CN=platform is User:platform); super users: User:admin and the broker itself. The
+# StandardAuthorizer denies what no ACL allows; deploy/local/kafka/provision.py makes the SCRAM users
+# (admin, KAFKA_SASL_USERNAME), the platform user's ACLs and the catalogue's topics at each start.
+KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
+
 kafka_vars() {
     KAFKA_DIR="$STATE_DIR/kafka"
+    KAFKA_DATA="$KAFKA_DIR/kraft"
+    KAFKA_TLS="$KAFKA_DIR/tls"
     KAFKA_HOST=${KAFKA_BOOTSTRAP_SERVERS%%:*}
     KAFKA_PORT=${KAFKA_BOOTSTRAP_SERVERS##*:}
+    KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+    [[ -n $KAFKA_VERSION ]] || die "kafka: no <kafka.version> in $KAFKA_POM"
+    KAFKA_HOME="$PROJECT_ROOT/.local/kafka/$KAFKA_VERSION"
+    # The broker runs Java 17 next to Spark on a 2-core machine: a bounded heap (services.env).
+    KAFKA_JVM_OPTS=${KAFKA_HEAP_OPTS:?KAFKA_HEAP_OPTS must be set (services.env)}
 }
 
-kafka_healthy() {
-    "$VENV_PY" -c 'import sys
-from confluent_kafka.admin import AdminClient
-AdminClient({"bootstrap.servers": sys.argv[1]}).list_topics(timeout=2)' "$KAFKA_BOOTSTRAP_SERVERS" 2>/dev/null
+# The jars of Apache Kafka KAFKA_VERSION (broker, controller, tools) in .local/kafka/<version>/libs,
+# resolved by Maven from deploy/local/kafka/pom.xml; skipped when the same pom was resolved before.
+kafka_install() {
+    local start marker sum fd log tmp
+    kafka_vars
+    marker="$KAFKA_HOME/.installed"
+    sum=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+    [[ -f $marker && $(<"$marker") == "$sum" ]] && { say kafka "Apache Kafka $KAFKA_VERSION already installed ($(show_path "$KAFKA_HOME"))"; return 0; }
+    command -v java >/dev/null || die "kafka: Java 17 is needed (apt-get install openjdk-17-jre-headless)"
+    command -v mvn >/dev/null || die "kafka: Maven is needed to fetch Apache Kafka (apt-get install maven)"
+    mkdir -p "$PROJECT_ROOT/.local/kafka"
+    exec {fd}>"$PROJECT_ROOT/.local/kafka/.install.lock"
+    flock -w 600 "$fd" || die "kafka: could not lock .local/kafka/.install.lock"
+    if [[ ! -f $marker || $(<"$marker") != "$sum" ]]; then
+        start=$(now)
+        log="$PROJECT_ROOT/.local/kafka/install.log"
+        tmp="$KAFKA_HOME.tmp"
+        rm -rf "$tmp"
+        say kafka "installing Apache Kafka $KAFKA_VERSION from Maven Central (log $(show_path "$log")) ..."
+        mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$tmp/libs" >"$log" 2>&1 \
+            || { show_logs "$log"; die "kafka: Maven could not resolve Apache Kafka $KAFKA_VERSION (log: $log)"; }
+        [[ -f $tmp/libs/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka: kafka_2.13-$KAFKA_VERSION.jar missing after Maven"
+        rm -rf "$KAFKA_HOME"
+        mv "$tmp" "$KAFKA_HOME"
+        printf '%s\n' "$sum" >"$marker"
+        say kafka "Apache Kafka $KAFKA_VERSION installed in $(elapsed "$start") ($(du -sh "$KAFKA_HOME/libs" | cut -f1))"
+    fi
+    exec {fd}>&-
 }
+
+# One certificate signed by the local CA: kafka_cert NAME CN EXTENSIONS, into $KAFKA_TLS/NAME.{crt,key}
+# (key in PKCS#8, as Kafka's PEM key stores want); remade when missing or not signed by the current CA.
+kafka_cert() {
+    local name=$1 cn=$2 ext=$3 ca_dir="$STATE_DIR/postgres/tls"
+    [[ -s $KAFKA_TLS/$name.crt && -s $KAFKA_TLS/$name.key ]] \
+        && openssl verify -CAfile "$ca_dir/ca.crt" "$KAFKA_TLS/$name.crt" >/dev/null 2>&1 \
+        && [[ $(openssl x509 -noout -subject -nameopt RFC2253 -in "$KAFKA_TLS/$name.crt") == "subject=CN=$cn" ]] && return 0
+    (
+        cd "$KAFKA_TLS" || exit 1
+        umask 077
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" -keyout "$name.key" -out "$name.csr"
+        printf '%b\n' "$ext" >"$name.ext"
+        openssl x509 -req -in "$name.csr" -CA "$ca_dir/ca.crt" -CAkey "$ca_dir/ca.key" -CAcreateserial \
+            -CAserial "$KAFKA_TLS/ca.srl" -days 825 -extfile "$name.ext" -out "$name.crt"
+        rm -f "$name.csr" "$name.ext"
+    ) >>"$KAFKA_DIR/tls.log" 2>&1 || { show_logs "$KAFKA_DIR/tls.log"; die "kafka: could not make the $name certificate"; }
+}
+
+# The broker's certificate (server and client: it is also its own controller's client), the admin's
+# and the platform user's client certificates, and the broker's PEM key store (key + certificate).
+kafka_tls_files() {
+    local_ca
+    mkdir -p -m 700 "$KAFKA_TLS"
+    kafka_cert broker kafka-broker 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth'
+    kafka_cert admin admin 'extendedKeyUsage=clientAuth'
+    kafka_cert platform "$KAFKA_SASL_USERNAME" 'extendedKeyUsage=clientAuth'
+    (umask 077 && cat "$KAFKA_TLS/broker.key" "$KAFKA_TLS/broker.crt" >"$KAFKA_TLS/broker-keystore.pem")
+}
+
+# Written at each start from the settings: the broker's configuration, and client properties for
+# Kafka's own tools (platform.properties: the platform's user; admin.properties: the super user).
+kafka_write_config() {
+    local ca="$STATE_DIR/postgres/tls/ca.crt" admin_pw
+    admin_pw=$(<"$KAFKA_DIR/admin.password")
+    (umask 077 && cat >"$KAFKA_DIR/server.properties" <<EOF
+# Written by deploy/local/services.sh at each start: edit services.env or the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=CLIENT://$KAFKA_HOST:$KAFKA_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=CLIENT://$KAFKA_HOST:$KAFKA_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT
+listener.security.protocol.map=CLIENT:SASL_SSL,MTLS:SSL,CONTROLLER:SSL
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=MTLS
+log.dirs=$KAFKA_DATA
+
+# TLS on every listener: the broker's certificate from the local CA, PEM files.
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_TLS/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$ca
+ssl.enabled.protocols=TLSv1.3,TLSv1.2
+listener.name.mtls.ssl.client.auth=required
+listener.name.controller.ssl.client.auth=required
+# A certificate's principal is its CN (CN=platform -> User:platform), as for SCRAM users.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT
+
+# SCRAM-SHA-512 on the client listener; credentials live in the cluster metadata (provision.py).
+listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+
+# Authorization: nothing without an ACL, except for the super users.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:kafka-broker
+allow.everyone.if.no.acl.found=false
+
+# One node: replication factor 1 everywhere; small internal topics; no auto-created topics.
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=6
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.partitions=1
+# A 2-core machine shared with Spark, PostgreSQL and the tests.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+log.retention.hours=168
+EOF
+    )
+    local client
+    for client in platform admin; do
+        local user=$KAFKA_SASL_USERNAME pw=$KAFKA_SASL_PASSWORD
+        [[ $client == admin ]] && user=admin pw=$admin_pw
+        (umask 077 && cat >"$KAFKA_DIR/$client.properties" <<EOF
+# Kafka's command-line tools as $user over SASL_SSL: --command-config $(show_path "$KAFKA_DIR/$client.properties")
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$user" password="$pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$ca
+EOF
+        )
+    done
+}
+
+# deploy/local/kafka/provision.py as the admin, over mutual TLS: kafka_provision ready|apply.
+kafka_provision() {
+    (
+        cd "$PROJECT_ROOT" || exit 1
+        export KAFKA_ADMIN_BOOTSTRAP="127.0.0.1:$KAFKA_MTLS_PORT" KAFKA_ADMIN_CA="$STATE_DIR/postgres/tls/ca.crt" \
+            KAFKA_ADMIN_CERT="$KAFKA_TLS/admin.crt" KAFKA_ADMIN_KEY="$KAFKA_TLS/admin.key"
+        # The admin's SCRAM password reaches it through the environment, never a command line.
+        [[ $1 == apply ]] && export KAFKA_ADMIN_PASSWORD="$(<"$KAFKA_DIR/admin.password")"
+        exec "$VENV_PY" "$SCRIPT_DIR/kafka/provision.py" "$1" 9>&-
+    )
+}
+kafka_healthy() { kafka_provision ready; }
 
 kafka_up() {
-    local bin
+    local out cluster_id pid protocol=${KAFKA_SECURITY_PROTOCOL:-} mechanism=${KAFKA_SASL_MECHANISM:-}
     kafka_vars
     require_venv kafka
-    bin=$("$VENV_PY" -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))') \
-        || die "kafka: the noida-db package is missing from the venv: run 'make install'"
-    mkdir -p "$KAFKA_DIR/data"
-    # The binary itself, not its console-script wrapper: signalling the wrapper leaves the broker running.
-    bg_up kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT" kafka_healthy -- \
-        "$bin" start --only kafka --host "$KAFKA_HOST" --kafka-port "$KAFKA_PORT" --data-dir "$KAFKA_DIR/data"
-    (cd "$PROJECT_ROOT" && "$VENV_PY" -m platform_assets.streaming.topics) \
-        || die "kafka: creating the platform's topics failed"
+    [[ ${protocol^^} == SASL_SSL && ${mechanism^^} == SCRAM-SHA-512 ]] \
+        || die "kafka: the local broker serves SASL_SSL with SCRAM-SHA-512 on $KAFKA_BOOTSTRAP_SERVERS; set KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_MECHANISM so (services.env)"
+    [[ -n ${KAFKA_SASL_USERNAME:-} && -n ${KAFKA_SASL_PASSWORD:-} ]] || die "kafka: KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must be set"
+    [[ $KAFKA_SASL_USERNAME != admin && $KAFKA_SASL_USERNAME != kafka-broker ]] \
+        || die "kafka: KAFKA_SASL_USERNAME must not be a super user (admin, kafka-broker)"
+    [[ -f $KAFKA_HOME/.installed ]] || kafka_install
+    lock_service "$KAFKA_DIR"   # parallel `up`s: one formats and starts, the others find it running
+    # An older checkout ran a Kafka-protocol stand-in (noida-db) here: it must be stopped first.
+    if pid=$(bg_pid "$KAFKA_DIR" "noida-db start"); then
+        die "kafka: the former stand-in broker (noida-db, pid $pid) still runs: run 'services.sh down kafka' first"
+    fi
+    [[ -s $KAFKA_DIR/admin.password ]] \
+        || (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$KAFKA_DIR/admin.password")
+    kafka_tls_files
+    kafka_write_config
+    if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+        cluster_id=$("$VENV_PY" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+        if ! out=$(java -Xmx256m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2-tools.properties" \
+            -cp "$KAFKA_HOME/libs/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" 2>&1); then
+            printf '%s\n' "$out" >&2
+            die "kafka: kafka-storage format failed for $(show_path "$KAFKA_DATA")"
+        fi
+        printf '%s\n' "$out" >"$KAFKA_DIR/format.log"
+    fi
+    # Java 17; G1 with short pauses; exit (and let `up` report it) rather than limp on when out of memory.
+    # shellcheck disable=SC2086
+    bg_up kafka "$KAFKA_DIR" "kafka.Kafka" "$KAFKA_HOST" "$KAFKA_PORT" kafka_healthy "$KAFKA_READY_TIMEOUT" -- \
+        java $KAFKA_JVM_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.properties" -cp "$KAFKA_HOME/libs/*" \
+        kafka.Kafka "$KAFKA_DIR/server.properties"
+    kafka_provision apply >"$KAFKA_DIR/provision.log" 2>&1 \
+        || fail_start kafka "users, ACLs or topics could not be made" "$KAFKA_DIR/provision.log" "$KAFKA_DIR/kafka.log"
+    cat "$KAFKA_DIR/provision.log"
 }
-kafka_down() { kafka_vars; bg_down kafka "$KAFKA_DIR" "noida-db start"; }
-kafka_status() { kafka_vars; bg_status kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT"; }
+kafka_down() {
+    kafka_vars
+    # A stand-in broker (noida-db) started by an older checkout is stopped the same way.
+    if bg_pid "$KAFKA_DIR" "noida-db start" >/dev/null; then bg_down kafka "$KAFKA_DIR" "noida-db start"; return; fi
+    bg_down kafka "$KAFKA_DIR" "kafka.Kafka"
+}
+kafka_status() {
+    kafka_vars
+    if bg_pid "$KAFKA_DIR" "noida-db start" >/dev/null; then bg_status kafka "$KAFKA_DIR" "noida-db start" "$KAFKA_HOST" "$KAFKA_PORT"; return; fi
+    bg_status kafka "$KAFKA_DIR" "kafka.Kafka" "$KAFKA_HOST" "$KAFKA_PORT"
+}
 
 # -- Redis (Debian's redis-server): the online feature store. In memory only (no RDB snapshot, no
 # AOF): its data does not survive a restart. Redis rewrites its process title to
@@ -823,11 +1031,39 @@ print("postgresql+psycopg2://%s:%s@127.0.0.1:%s/%s" % (q("U"), q("P"), sys.argv[
 mlflow_down() { mlflow_vars; bg_down mlflow "$MLFLOW_DIR" "mlflow server"; }
 mlflow_status() { mlflow_vars; bg_status mlflow "$MLFLOW_DIR" "mlflow server" "$MLFLOW_HOST" "$MLFLOW_PORT"; }
 
+# -- Document store: FerretDB (MongoDB's wire protocol) on SQLite files in its state folder, built
+# from the Go module proxy by deploy/local/ferretdb/build.sh at a pinned version (`install`).
+documents_vars() {
+    DOCUMENTS_DIR="$STATE_DIR/documents"
+    FERRETDB_BIN="$PROJECT_ROOT/.local/ferretdb/$FERRETDB_VERSION/ferretdb"
+}
+
+documents_healthy() {
+    "$VENV_PY" -c 'import sys, pymongo
+c = pymongo.MongoClient(host="127.0.0.1", port=int(sys.argv[1]), serverSelectionTimeoutMS=1000)
+sys.exit(0 if c.admin.command("ping").get("ok") else 1)' "$DOCUMENTS_PORT" 2>/dev/null
+}
+
+documents_up() {
+    documents_vars
+    require_venv documents
+    [[ -x $FERRETDB_BIN ]] || die "documents: $FERRETDB_BIN not built: run 'services.sh install'"
+    mkdir -p "$DOCUMENTS_DIR/data"
+    bg_up documents "$DOCUMENTS_DIR" "$FERRETDB_BIN" 127.0.0.1 "$DOCUMENTS_PORT" documents_healthy -- \
+        "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DOCUMENTS_DIR/data/" \
+        --listen-addr="127.0.0.1:$DOCUMENTS_PORT" --state-dir="$DOCUMENTS_DIR" --telemetry=disable \
+        --debug-addr=- --log-level=warn
+}
+documents_down() { documents_vars; bg_down documents "$DOCUMENTS_DIR" "$FERRETDB_BIN"; }
+documents_status() { documents_vars; bg_status documents "$DOCUMENTS_DIR" "$FERRETDB_BIN" 127.0.0.1 "$DOCUMENTS_PORT"; }
+
 # ---------------------------------------------------------------------------------------------
 usage() {
     cat >&2 <<'EOF'
-usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|demo-api ...]   (default: all)
-       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus, chromium)
+usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|documents|demo-api ...]   (default: all)
+       deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus, chromium,
+                                           maven), Apache Kafka's jars (Maven Central, into .local/kafka/<version>) and
+                                           FerretDB (built from the Go module proxy, into .local/ferretdb/<version>)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
 EOF
     exit 2
@@ -868,18 +1104,26 @@ main() {
     load_env
     # Relative paths in the settings are relative to the project, for the servers started here too.
     [[ -z ${PGSSLROOTCERT:-} || $PGSSLROOTCERT == /* ]] || export PGSSLROOTCERT=$PROJECT_ROOT/$PGSSLROOTCERT
+    [[ -z ${KAFKA_SSL_CA_LOCATION:-} || $KAFKA_SSL_CA_LOCATION == /* ]] \
+        || export KAFKA_SSL_CA_LOCATION=$PROJECT_ROOT/$KAFKA_SSL_CA_LOCATION
     # Connection settings from the environment must not redirect our own client calls.
     unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSFILE
     local var
-    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT REDIS_PORT MLFLOW_PORT OBJECT_STORE_PORT; do
+    for var in WAREHOUSE_PORT OPS_POSTGRES_PORT MYSQL_PORT DEMO_API_PORT REDIS_PORT MLFLOW_PORT OBJECT_STORE_PORT DOCUMENTS_PORT \
+        KAFKA_MTLS_PORT KAFKA_CONTROLLER_PORT; do
         [[ ${!var} =~ ^[0-9]+$ ]] && ((10#${!var} >= 1 && 10#${!var} <= 65535)) \
             || die "$var must be a TCP port number (1-65535), got '${!var}'"
     done
     init_state_dir
     if [[ $action == install ]]; then
         [[ $# -eq 0 ]] || usage
-        packages_missing || { say install "postgresql, mariadb-server, redis-server, prometheus and chromium already installed"; return 0; }
-        ensure_packages
+        if packages_missing; then
+            ensure_packages
+        else
+            say install "postgresql, mariadb-server, redis-server, prometheus, chromium and maven already installed"
+        fi
+        kafka_install
+        bash "$SCRIPT_DIR/ferretdb/build.sh" || die "documents: could not build FerretDB"
         return 0
     fi
     for svc in "$@"; do
@@ -922,6 +1166,9 @@ main() {
             up:mlflow) mlflow_up ;;
             down:mlflow) mlflow_down ;;
             status:mlflow) mlflow_status ;;
+            up:documents) documents_up ;;
+            down:documents) documents_down ;;
+            status:documents) documents_status ;;
             up:s3) s3_up ;;
             down:s3) s3_down ;;
             status:s3) s3_status ;;

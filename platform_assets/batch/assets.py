@@ -1,10 +1,12 @@
-"""The Spark batch path: clean lake tables → processed lake tables → warehouse marts.
+"""The batch path: clean lake tables → processed lake tables → warehouse marts.
 
-Spark reads and writes the lake (Parquet with Hive-style ``date=`` folders) through
-``resources.spark_lake``, directly or through Arrow as the lake-access mode says, so the same
-assets run on a local lake, a cluster and an object store. The marts leave Spark as small pandas
-frames through Arrow and are loaded by the warehouse IO manager. Every Spark step claims a slot in
-the ``spark`` pool: one Spark application per slot.
+PySpark DataFrame code on the processing engine (``resources/engine.py``: DuckDB through SQLFrame
+on one machine, Spark beyond it), which reads and writes the lake (Parquet with Hive-style
+``date=`` folders) through ``resources.spark_lake``, so the same assets run on a local lake, a
+cluster and an object store. Each lake partition is read once per run; each asset's metadata and
+check counts come from one aggregation over its persisted result. The marts leave the engine as
+small pandas frames and are loaded by the warehouse IO manager. Every engine step claims a slot in
+the ``spark`` pool: one engine application per slot.
 """
 
 
@@ -18,9 +20,9 @@ from platform_assets.metadata import frame_metadata
 from platform_assets.policies import IO_RETRY, SINGLE_RUN_BACKFILL, SPARK_POOL
 from platform_assets.sources.config import Catalogue
 from platform_assets.sources.factory import clean_key
+from resources.engine import ProcessingEngine
 from resources.lake import LakeResource
 from resources.lake_io_manager import days_in
-from resources.spark import SparkResource
 from resources.spark_lake import read_days, read_snapshot, write_days
 
 PROCESSED_READINGS = dg.AssetKey(["lake", "processed", "sensor_readings"])
@@ -40,12 +42,12 @@ def _lake_dir(key: dg.AssetKey) -> str:
     return posixpath.join(*key.path[1:])
 
 
-def _read_days(spark: SparkResource, lake: LakeResource, key: dg.AssetKey, days):
-    return read_days(spark, lake, _lake_dir(key), days)
+def _read_days(engine: ProcessingEngine, lake: LakeResource, key: dg.AssetKey, days):
+    return read_days(engine, lake, _lake_dir(key), days)
 
 
-def _read_snapshot(spark: SparkResource, lake: LakeResource, key: dg.AssetKey):
-    return read_snapshot(spark, lake, posixpath.join(_lake_dir(key), "data.parquet"))
+def _read_snapshot(engine: ProcessingEngine, lake: LakeResource, key: dg.AssetKey):
+    return read_snapshot(engine, lake, posixpath.join(_lake_dir(key), "data.parquet"))
 
 
 def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition) -> list:
@@ -102,42 +104,38 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         description="Sensor readings deduplicated on (machine_id, ts), outliers nulled and flagged, "
                     "joined with machine and site metadata.",
     )
-    def processed_sensor_readings(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-        from pyspark.sql import functions as F
-
+    def processed_sensor_readings(context: dg.AssetExecutionContext, engine: ProcessingEngine, lake: LakeResource):
         days = days_in(context.partition_time_window)
-        clean = _read_days(spark, lake, clean_key("sensor_readings"), days)
-        register = _read_snapshot(spark, lake, PROCESSED_MACHINES)
+        clean = engine.persist(_read_days(engine, lake, clean_key("sensor_readings"), days))
+        register = _read_snapshot(engine, lake, PROCESSED_MACHINES)
         deduped = cleaning.dedupe_on_key(clean, READING_KEY)
-        out = cleaning.enrich(cleaning.null_outliers(deduped, limits), register).cache()
-        uri = write_days(spark, lake, out, _lake_dir(PROCESSED_READINGS), days)
+        out = engine.persist(cleaning.enrich(cleaning.null_outliers(deduped, limits), register))
+        uri = write_days(engine, lake, out, _lake_dir(PROCESSED_READINGS), days)
 
-        clean_rows = clean.count()
-        distinct_keys = clean.select(*READING_KEY).distinct().count()
-        rows = out.count()
-        unique_keys = out.select(*READING_KEY).distinct().count()
-        outliers = out.where(F.col("outlier_columns") != "").count()
-        out_of_range = out.where(cleaning.outside_limits(limits)).count()
-        unknown_machine = out.where(F.col("site_id").isNull()).count()
-        preview = out.limit(5).toPandas()
-        out.unpersist()
+        before = engine.first_row(cleaning.key_counts(clean, READING_KEY))
+        after = engine.first_row(cleaning.processed_counts(out, READING_KEY, limits))
+        preview = engine.to_pandas(out.limit(5))
+        engine.unpersist(out, clean)
+        rows = after["rows"]
         yield dg.MaterializeResult(
             metadata={
                 **frame_metadata(preview),
                 "dagster/row_count": rows,
-                "clean_rows": clean_rows,
-                "duplicates_removed": clean_rows - rows,
-                "outlier_readings": outliers,
-                "readings_of_unregistered_machines": unknown_machine,
+                "clean_rows": before["rows"],
+                "duplicates_removed": before["rows"] - rows,
+                "outlier_readings": after["outliers"],
+                "readings_of_unregistered_machines": after["unknown_machine"],
                 "path": dg.MetadataValue.path(uri),
+                "engine": engine.name,
             }
         )
-        yield dg.AssetCheckResult(check_name="key_unique", passed=rows == unique_keys,
-                                  metadata={"rows": rows, "distinct_keys": unique_keys})
-        yield dg.AssetCheckResult(check_name="rows_reconcile_with_clean", passed=rows == distinct_keys,
-                                  metadata={"processed_rows": rows, "clean_distinct_keys": distinct_keys})
-        yield dg.AssetCheckResult(check_name="values_in_range", passed=out_of_range == 0,
-                                  severity=dg.AssetCheckSeverity.WARN, metadata={"out_of_range": out_of_range})
+        yield dg.AssetCheckResult(check_name="key_unique", passed=rows == after["distinct_keys"],
+                                  metadata={"rows": rows, "distinct_keys": after["distinct_keys"]})
+        yield dg.AssetCheckResult(check_name="rows_reconcile_with_clean", passed=rows == before["distinct_keys"],
+                                  metadata={"processed_rows": rows, "clean_distinct_keys": before["distinct_keys"]})
+        yield dg.AssetCheckResult(check_name="values_in_range", passed=after["out_of_range"] == 0,
+                                  severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"out_of_range": after["out_of_range"]})
 
     eager = dg.AutomationCondition.eager()
     hourly_key = dg.AssetKey(["warehouse", "marts", "machine_hourly_stats"])
@@ -164,29 +162,24 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         check_specs=[dg.AssetCheckSpec("readings_reconcile", asset=hourly_key, blocking=True,
                                        description="Sum of hourly readings = processed rows in the window.")],
     )
-    def sensor_aggregates(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-        from pyspark.sql import functions as F
-
+    def sensor_aggregates(context: dg.AssetExecutionContext, engine: ProcessingEngine, lake: LakeResource):
         days = days_in(context.partition_time_window)
-        readings = _read_days(spark, lake, PROCESSED_READINGS, days).cache()
-        register = _read_snapshot(spark, lake, PROCESSED_MACHINES)
-        failures = _read_snapshot(spark, lake, clean_key("failures")).where(
-            F.to_date("failure_time").isin(days)
-        )
-        maintenance = _read_days(spark, lake, clean_key("maintenance"), days)
-        hourly = aggregates.machine_hourly(readings).cache()
-        daily = aggregates.machine_daily(hourly, readings, failures, maintenance).cache()
+        readings = engine.persist(_read_days(engine, lake, PROCESSED_READINGS, days))
+        register = _read_snapshot(engine, lake, PROCESSED_MACHINES)
+        failures = aggregates.on_days(_read_snapshot(engine, lake, clean_key("failures")), "failure_time", days)
+        maintenance = _read_days(engine, lake, clean_key("maintenance"), days)
+        hourly = engine.persist(aggregates.machine_hourly(readings))
+        daily = engine.persist(aggregates.machine_daily(hourly, readings, failures, maintenance))
         site = aggregates.site_daily(daily, register)
         frames = {
-            "machine_hourly_stats": hourly.orderBy("hour", "machine_id").toPandas(),
-            "machine_daily_stats": daily.orderBy("date", "machine_id").toPandas(),
-            "site_daily_stats": site.orderBy("date", "site_id").toPandas(),
+            "machine_hourly_stats": engine.to_pandas(hourly.orderBy("hour", "machine_id")),
+            "machine_daily_stats": engine.to_pandas(daily.orderBy("date", "machine_id")),
+            "site_daily_stats": engine.to_pandas(site.orderBy("date", "site_id")),
         }
-        processed_rows = readings.count()
-        for frame in (hourly, daily, readings):
-            frame.unpersist()
+        processed_rows = engine.first_row(aggregates.row_count(readings))["rows"]
+        engine.unpersist(daily, hourly, readings)
         for name, frame in frames.items():
-            yield dg.Output(frame, output_name=name)
+            yield dg.Output(frame, output_name=name, metadata={"engine": engine.name})
         hourly_total = int(frames["machine_hourly_stats"]["readings"].sum())
         yield dg.AssetCheckResult(check_name="readings_reconcile", asset_key=hourly_key,
                                   passed=hourly_total == processed_rows,
@@ -206,10 +199,11 @@ def build_batch_assets(catalogue: Catalogue, partitions: dg.PartitionsDefinition
         automation_condition=dg.AutomationCondition.eager(),
         description="Application log events per day, service and level, with p95 latency from the nested context.",
     )
-    def app_log_daily_stats(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> pd.DataFrame:
+    def app_log_daily_stats(context: dg.AssetExecutionContext, engine: ProcessingEngine,
+                            lake: LakeResource) -> pd.DataFrame:
         days = days_in(context.partition_time_window)
-        logs = _read_days(spark, lake, clean_key("app_logs"), days)
-        return aggregates.app_log_daily(logs).orderBy("date", "service", "level").toPandas()
+        logs = _read_days(engine, lake, clean_key("app_logs"), days)
+        return engine.to_pandas(aggregates.app_log_daily(logs).orderBy("date", "service", "level"))
 
     return [processed_machines, dim_machines, dim_machines_unique, processed_sensor_readings,
             sensor_aggregates, app_log_daily_stats]

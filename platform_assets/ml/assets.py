@@ -11,9 +11,6 @@
   checks passed, so the alias never moves past a failed gate. Reports the test-set metrics.
 """
 
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 
@@ -89,7 +86,7 @@ def build_feature_set(name: str, fs: FeatureSetConfig) -> dg.AssetsDefinition:
         if missing:
             raise _fail(ValueError(f"feature set {name}: column(s) {', '.join(missing)} not in {fs.table} "
                                    f"(columns: {', '.join(table.columns)})"))
-        frame = table[list(fs.columns)] if fs.columns else table.drop(columns=["date"], errors="ignore")
+        frame = table[list(fs.columns)] if fs.columns else table
         context.add_output_metadata(_feature_meta(frame, fs))
         return frame
 
@@ -110,6 +107,27 @@ def build_online(name: str, fs: FeatureSetConfig) -> dg.AssetsDefinition:
     return _online
 
 
+def _train(model_name: str, model: ModelConfig, fs: FeatureSetConfig, algorithm: str, params: dict,
+           features: pd.DataFrame):
+    """Checks, split, feature plan, fit and scores of one candidate (no I/O)."""
+    try:
+        rows = tr.check_inputs(features, model, fs, model_name)
+        plan = tr.plan_features(rows, model, fs, model_name)
+        splits = tr.split(rows, model, fs, model_name)
+    except tr.TrainingInputError as exc:
+        raise _fail(exc) from exc
+    columns = plan.columns
+    pipeline = tr.pipeline_for(model.task, algorithm, params, plan)
+    with tr.native_threads(len(rows)):
+        pipeline.fit(splits.train[columns], splits.train[model.target])
+        val = tr.metrics(model.task, pipeline, splits.validation[columns], splits.validation[model.target],
+                         model.positive_class)
+        test = tr.metrics(model.task, pipeline, splits.test[columns], splits.test[model.target],
+                          model.positive_class)
+        pred = pipeline.predict(splits.validation[columns])
+    return plan, splits, pipeline, val, test, pred
+
+
 def build_candidate(model_name: str, model: ModelConfig, fs: FeatureSetConfig, algorithm: str) -> dg.AssetsDefinition:
     params_cls = PARAMS[algorithm]
 
@@ -120,49 +138,47 @@ def build_candidate(model_name: str, model: ModelConfig, fs: FeatureSetConfig, a
                           f"as a version of {model_name}.")
     def _candidate(context: dg.AssetExecutionContext, config: params_cls, features: pd.DataFrame,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
-        try:
-            rows = tr.check_inputs(features, model, fs, model_name)
-            columns = tr.feature_columns(rows, model, fs, model_name)
-            splits = tr.split_by_time(rows, model, fs, model_name)
-        except tr.TrainingInputError as exc:
-            raise _fail(exc) from exc
-        numeric, categorical = tr.split_columns(rows, columns)
         params = config.model_dump()
-        pipeline = tr.build_pipeline(model.task, algorithm, params, numeric, categorical)
-        y = (lambda part: part[model.target].astype(int)) if model.task == "classification" else \
-            (lambda part: part[model.target].astype(float))
-        pipeline.fit(splits.train[columns], y(splits.train))
-        val = tr.metrics(model.task, pipeline, splits.validation[columns], y(splits.validation))
-        test = tr.metrics(model.task, pipeline, splits.test[columns], y(splits.test))
+        plan, splits, pipeline, val, test, pred = _train(model_name, model, fs, algorithm, params, features)
+        columns, target = plan.columns, model.target
         title = f"{model_name} / {algorithm} (validation)"
+        extra: dict = {}
+        files = {"feature_rules.json": plan.rules()}
         if model.task == "classification":
-            pred = (pipeline.predict_proba(splits.validation[columns])[:, 1] >= 0.5).astype(int)
-            png = tr.confusion_matrix_png(y(splits.validation), pred, title)
+            classes = list(pipeline.classes_)
+            png = tr.confusion_matrix_png(splits.validation[target], pred, title, labels=classes)
+            files["per_class_validation.json"] = tr.per_class(classes, splits.validation[target], pred)
+            extra = {"classes": dg.MetadataValue.json([str(c) for c in classes]),
+                     "per_class_validation": dg.MetadataValue.json(files["per_class_validation.json"])}
+            if len(classes) == 2:
+                extra["positive_class"] = str(tr.positive_class(classes, model.positive_class))
         else:
-            png = tr.residuals_png(y(splits.validation), pipeline.predict(splits.validation[columns]), title)
-        window = {p: (f"{s[fs.time].min()} .. {s[fs.time].max()}" if fs.time else f"{len(s)} rows")
+            png = tr.residuals_png(splits.validation[target], pred, title)
+        strategy = tr.split_strategy(model, fs)
+        window = {p: (f"{s[fs.time].min()} .. {s[fs.time].max()}" if strategy == "time" else f"{len(s)} rows")
                   for p, s in zip(tr.Splits._fields, splits)}
-        import mlflow as mlflow_api
-
         with mlflow.run(context, experiment=model.task, run_name=f"{model_name}-{algorithm}",
                         tags={"model": model_name, "algorithm": algorithm, "feature_set": model.feature_set,
-                              "training_window": window["train"], "validation_window": window["validation"]}) as run:
-            mlflow_api.log_params({**params, "algorithm": algorithm, "features": len(columns)})
-            mlflow_api.log_metrics({**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}})
-            with tempfile.TemporaryDirectory() as tmp:
-                plot = Path(tmp) / "validation_plot.png"
-                plot.write_bytes(png)
-                mlflow_api.log_artifact(str(plot))
+                              "split_strategy": strategy, "training_window": window["train"],
+                              "validation_window": window["validation"]}) as run:
+            # The model first: logged after the metrics, MLflow would copy each metric onto the logged
+            # model with one request per metric (about a second per candidate on a busy server).
             version = mlflow.log_sklearn(pipeline, mlflow.registered_name(model_name), splits.train[columns].head(5),
                                          tags={"algorithm": algorithm, f"val_{model.selection_metric}":
                                                val[model.selection_metric], "dagster_run_id": context.run_id})
+            mlflow.log_batch(run.info.run_id,
+                             params={**params, "algorithm": algorithm, "features": len(columns)},
+                             metrics={**{f"val_{k}": v for k, v in val.items()},
+                                      **{f"test_{k}": v for k, v in test.items()}})
+            mlflow.log_files(run.info.run_id, {"validation_plot.png": png, **files})
         return dg.MaterializeResult(metadata={
             **{f"val_{k}": dg.MetadataValue.float(v) for k, v in val.items()},
             **{f"test_{k}": dg.MetadataValue.float(v) for k, v in test.items()},
             "selection_metric": model.selection_metric, "model_version": version,
             "mlflow_run_id": run.info.run_id, "algorithm": algorithm, "features": len(columns),
+            "feature_rules": dg.MetadataValue.json(plan.rules()), "split_strategy": strategy,
             "splits": dg.MetadataValue.json({k: len(v) for k, v in zip(tr.Splits._fields, splits)}),
-            "windows": dg.MetadataValue.json(window),
+            "windows": dg.MetadataValue.json(window), **extra,
             "plot": dg.MetadataValue.md(tr.png_markdown(png, title)),
         })
 
@@ -189,6 +205,11 @@ def _checks_passed(context, key: dg.AssetKey, names: list[str]) -> dict[str, boo
     return out
 
 
+def _tolerance(model: ModelConfig) -> str:
+    drop = model.gate.max_test_drop
+    return "off" if drop is None else f"{drop:.0%}"
+
+
 def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> list[dg.AssetsDefinition]:
     ckey = challenger_key(model_name)
     candidates = [candidate_key(model_name, a) for a in model.algorithms]
@@ -201,6 +222,10 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
                           description=f"{metric} {'≥' if higher else '≤'} {model.floor} on validation."),
         dg.AssetCheckSpec("inputs_passed_checks", asset=ckey, blocking=True,
                           description="The feature set's leakage and data-quality checks passed."),
+        dg.AssetCheckSpec("test_not_collapsed", asset=ckey, blocking=True,
+                          description=f"Test {metric} no more than {_tolerance(model)} worse than validation "
+                                      f"(relative to the validation value): the model generalises past "
+                                      f"the split it was chosen on."),
     ]
 
     @dg.asset(key=ckey, deps=candidates, ins={"features": dg.AssetIn(features_key(model.feature_set))},
@@ -216,32 +241,51 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
                 best = md
         registered = mlflow.registered_name(model_name)
         champion = mlflow.champion(registered)
-        champion_score = None
+        champion_score, champion_note = None, "no champion yet"
         if champion is not None:
-            rows = tr.check_inputs(features, model, fs, model_name)
-            splits = tr.split_by_time(rows, model, fs, model_name)
+            try:
+                rows = tr.check_inputs(features, model, fs, model_name)
+                splits = tr.split(rows, model, fs, model_name)
+            except tr.TrainingInputError as exc:
+                raise _fail(exc) from exc
             pipeline = mlflow.load(registered, champion.version)
             cols = list(pipeline.feature_names_in_)
-            y = splits.validation[model.target].astype(int if model.task == "classification" else float)
-            champion_score = tr.metrics(model.task, pipeline, splits.validation[cols], y)[metric]
+            try:
+                with tr.native_threads(len(rows)):
+                    champion_score = tr.metrics(model.task, pipeline, splits.validation[cols],
+                                                splits.validation[model.target], model.positive_class)[metric]
+                champion_note = "re-scored on this validation split"
+            except (KeyError, ValueError) as exc:  # its columns or classes no longer fit the data
+                champion_note = f"cannot be re-scored on this data ({exc}); the challenger replaces it"
         # Not worse than the champion: a retrain on unchanged data (an equal score) refreshes the champion.
         beats = champion_score is None or not tr.better(champion_score, best[f"val_{metric}"], higher)
         floor_ok = best[f"val_{metric}"] >= model.floor if higher else best[f"val_{metric}"] <= model.floor
         inputs = _checks_passed(context, features_key(model.feature_set), ["point_in_time"]) if fs.builder else {}
+        val_score, test_score = best[f"val_{metric}"], best[f"test_{metric}"]
+        drop = tr.metric_drop(val_score, test_score, higher)
+        collapsed = tr.collapsed(val_score, test_score, higher, model.gate.max_test_drop)
         yield dg.MaterializeResult(metadata={
             "challenger_version": str(best["model_version"]), "challenger_algorithm": best["algorithm"],
-            f"challenger_val_{metric}": dg.MetadataValue.float(best[f"val_{metric}"]),
+            f"challenger_val_{metric}": dg.MetadataValue.float(val_score),
             "champion_version": str(champion.version) if champion else "none",
             f"champion_val_{metric}": dg.MetadataValue.float(champion_score) if champion_score is not None else "n/a",
+            "champion_note": champion_note,
             "candidates": dg.MetadataValue.json(scores),
-            f"challenger_test_{metric}": dg.MetadataValue.float(best[f"test_{metric}"]),
+            f"challenger_test_{metric}": dg.MetadataValue.float(test_score),
         })
         yield dg.AssetCheckResult(check_name="beats_champion", passed=bool(beats), metadata={
-            "challenger": best[f"val_{metric}"], "champion": champion_score if champion_score is not None else "none"})
+            "challenger": val_score, "champion": champion_score if champion_score is not None else "none",
+            "note": champion_note})
         yield dg.AssetCheckResult(check_name="clears_floor", passed=bool(floor_ok),
-                                  metadata={"value": best[f"val_{metric}"], "floor": model.floor})
+                                  metadata={"value": val_score, "floor": model.floor})
         yield dg.AssetCheckResult(check_name="inputs_passed_checks", passed=all(inputs.values()),
                                   metadata={"checks": dg.MetadataValue.json(inputs)})
+        yield dg.AssetCheckResult(check_name="test_not_collapsed", passed=not collapsed, metadata={
+            f"validation_{metric}": dg.MetadataValue.float(val_score),
+            f"test_{metric}": dg.MetadataValue.float(test_score),
+            "relative_drop": dg.MetadataValue.float(drop), "max_test_drop": _tolerance(model),
+            "rule": "(validation - test) / |validation| for higher-is-better metrics, "
+                    "(test - validation) / |validation| for lower-is-better; 0 when test is better"})
 
     @dg.asset(key=champion_key(model_name), deps=[ckey], group_name="ml", kinds={"mlflow"},
               automation_condition=EAGER,

@@ -18,6 +18,8 @@ SIGNALS = ["avg_temperature", "max_temperature", "avg_vibration", "max_vibration
 HORIZON_HOURS = 24
 LABELS = ("failure_within_24h", "hours_to_failure")
 META = ("machine_id", "as_of", "source_cutoff")
+# Per builder: columns that are labels or lineage, never features (its entity and time are declared in the catalogue).
+BUILDER_NON_FEATURES = {"machine_hourly": (*LABELS, "source_cutoff")}
 
 
 def _events_before(frame: pd.DataFrame, events: pd.DataFrame, time_col: str, prefix: str) -> pd.DataFrame:

@@ -69,7 +69,7 @@ class PlatformCollector:
     def _kafka_metrics(self, up):
         lag = GaugeMetricFamily("platform_kafka_consumer_lag", "Messages on the topic not yet durable", labels=["stream", "topic"])
         try:
-            for name, stream in self.streams.streams.items():
+            for name, stream in (self.streams.streams if self.streams else {}).items():
                 marks = self.kafka.watermarks(stream.topic)
                 durable = self.store.durable_ends(stream.topic)
                 total = sum(high - max(durable.get(p, low), low) for p, (low, high) in marks.items())
@@ -81,9 +81,8 @@ class PlatformCollector:
 
 
 def build_collector() -> PlatformCollector:
+    from platform_assets.catalogue import load_catalogues
     from platform_assets.settings import load_local_defaults
-    from platform_assets.sources.config import load_catalogue
-    from platform_assets.streaming.config import load_streams
     from resources import build_resources
 
     load_local_defaults()
@@ -93,8 +92,8 @@ def build_collector() -> PlatformCollector:
     warehouse = configured["warehouse"]
     kafka = configured["kafka"].model_copy(update={"timeout_seconds": 3.0})
     resources = {"warehouse": warehouse, "kafka": kafka, "stream_store": StreamStore(warehouse=warehouse)}
-    sources = load_catalogue()
-    return PlatformCollector(resources, load_streams(sources), sources)
+    catalogues = load_catalogues()  # the demo's or PLATFORM_CATALOGUE_DIR's; streams None when there are none
+    return PlatformCollector(resources, catalogues.streams, catalogues.sources)
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,14 @@ Pure pandas, no I/O, so the rules are unit-tested directly. Row-level breaks (a 
 required value, a value outside ``allowed``, an event outside the requested partitions) go to
 quarantine; a contract broken wholesale (a required column missing from a file, or more than
 ``max_bad_fraction`` of rows broken) raises ``ContractError`` naming source, file and column.
+A declared column that is not required and absent from the data is reported in
+``missing_columns`` (the asset warns), never silently loaded as nulls.
 Range limits are not contract breaks: outliers are a cleaning concern (see platform_assets/batch).
+
+Null markers (``null_values``: "", NA, N/A, null, NaN by default) are missing values in every
+column; empty or whitespace-only text always is. Dates and timestamps are read with the column's
+``format`` when declared, else as ISO 8601, else in the one common form (see ``COMMON_DATE_FORMATS``)
+that reads most of the column's remaining values; a value no form reads is quarantined.
 """
 
 from __future__ import annotations
@@ -29,18 +36,55 @@ class ContractError(ValueError):
     """The source breaks its contract wholesale; nothing of this batch is loaded."""
 
 
+# Tried in order on date/timestamp values that are not ISO 8601; the column takes the one form that
+# reads most of them (day/month order is then the column's, never mixed row by row).
+COMMON_DATE_FORMATS = (
+    "%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%m/%d/%Y", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M",
+    "%d/%m/%Y", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d.%m.%Y", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M",
+    "%d-%m-%Y", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y", "%d-%b-%Y", "%Y%m%dT%H%M%S",
+)
+
+
 class ContractResult(NamedTuple):
     clean: pd.DataFrame
     quarantine: pd.DataFrame
     extra_columns: list[str]
+    # Declared, not required, and absent from the data: loaded as nulls, reported as a warning.
+    missing_columns: tuple[str, ...] = ()
 
 
-def _is_blank(series: pd.Series) -> pd.Series:
-    """Missing, or text that is only whitespace (vectorised: this runs on every column of every row)."""
+def _is_blank(series: pd.Series, markers: Sequence[str] = ()) -> pd.Series:
+    """Missing, text that is only whitespace, or a null marker (vectorised: runs on every column of every row)."""
     if series.dtype != object:
         return series.isna()
     text = series.astype("string")
-    return (text.isna() | (text.str.strip() == "")).fillna(True).astype(bool)
+    stripped = text.str.strip()
+    blank = text.isna() | (stripped == "")
+    if markers:
+        blank = blank | stripped.isin(list(markers))
+    return blank.fillna(True).astype(bool)
+
+
+def common_date_format(values: pd.Series) -> str | None:
+    """The one form of ``COMMON_DATE_FORMATS`` that reads most of ``values`` (text), or None."""
+    best, best_count = None, 0
+    for candidate in COMMON_DATE_FORMATS:
+        count = int(pd.to_datetime(values, errors="coerce", format=candidate).notna().sum())
+        if count > best_count:
+            best, best_count = candidate, count
+    return best
+
+
+def _to_timestamps(as_text: pd.Series, fmt: str | None) -> pd.Series:
+    """UTC timestamps; values that fit neither the declared format nor ISO 8601 or a common form are NaT."""
+    if fmt:
+        return pd.to_datetime(as_text, errors="coerce", utc=True, format=fmt)
+    ts = pd.to_datetime(as_text, errors="coerce", utc=True, format="ISO8601")
+    left = as_text[ts.isna() & as_text.notna()]
+    common = common_date_format(left) if len(left) else None
+    if common:
+        ts = ts.where(ts.notna(), pd.to_datetime(left, errors="coerce", utc=True, format=common).reindex(ts.index))
+    return ts
 
 
 def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
@@ -56,7 +100,7 @@ def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
             ts = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
         else:
             as_text = series.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v)
-            ts = pd.to_datetime(as_text, errors="coerce", utc=True, format="ISO8601")
+            ts = _to_timestamps(as_text.astype(object), col.format)
         ts = ts.astype("datetime64[us, UTC]")
         return ts if col.type == "timestamp" else ts.dt.date.where(ts.notna(), None)
     if col.type == "bool":
@@ -128,12 +172,14 @@ def apply_contract(
                 f"{', '.join(files)} (columns found: {', '.join(c for c in frame.columns if not c.startswith('_'))})"
             )
     extra = [c for c in frame.columns if c not in contract.columns and c not in (SOURCE_FILE, SOURCE_ROW)]
+    absent = [c for c in contract.columns if c not in frame.columns] if len(frame) else []
     reasons = pd.Series([[] for _ in range(len(frame))], index=frame.index, dtype=object)
     typed = pd.DataFrame(index=frame.index)
     for name, spec in contract.columns.items():
         raw = frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
-        value = _coerce(raw, spec)
-        blank = _is_blank(raw)
+        blank = _is_blank(raw, spec.null_values if spec.null_values is not None else contract.null_values)
+        raw_values = raw.where(~blank, None) if raw.dtype == object else raw
+        value = _coerce(raw_values, spec)
         broken = ~blank & value.isna()
         for i in frame.index[broken]:
             reasons[i].append(f"{name}: {raw[i]!r} is not a valid {spec.type}")
@@ -173,4 +219,4 @@ def apply_contract(
             f"{sample['source_row']}: {sample['reason']}"
         )
     clean = typed[~bad_mask].reset_index(drop=True)
-    return ContractResult(clean, _quarantine_frame(source, rows), extra)
+    return ContractResult(clean, _quarantine_frame(source, rows), extra, tuple(absent))

@@ -14,10 +14,10 @@ import posixpath
 import dagster as dg
 
 from platform_assets.partitions import daily_partitions
-from platform_assets.policies import IO_RETRY, SINGLE_RUN_BACKFILL
-from platform_assets.sources.config import Catalogue, RestSource, SourceConfig
+from platform_assets.policies import IO_RETRY, SINGLE_RUN_BACKFILL, retry_only_transient
+from platform_assets.sources.config import Catalogue, FileSource, RestSource, SourceConfig
 from platform_assets.sources.contract import ContractError, apply_contract
-from platform_assets.sources.parse import RawFormatError, count_records, parse_objects
+from platform_assets.sources.parse import RawFormatError, ReadOptions, count_records, parse_objects
 from resources.lake_io_manager import days_in, partition_dir
 from resources.sources import RawObject
 
@@ -49,6 +49,17 @@ def _items_field(cfg: SourceConfig) -> str:
     return cfg.pagination.items_field if isinstance(cfg, RestSource) else "items"
 
 
+def read_options(cfg: SourceConfig) -> ReadOptions:
+    """The catalogue's reading options of a file source, as the parser's plain values."""
+    if not isinstance(cfg, FileSource):
+        return ReadOptions()
+    # Without a header, a CSV file's columns are the contract's in declared order, named as in the file.
+    raw_names = {v: k for k, v in cfg.rename.items()}
+    return ReadOptions(json_format=cfg.format, records=cfg.records, delimiter=cfg.delimiter, quote=cfg.quote,
+                       encoding=cfg.encoding, header=cfg.header,
+                       column_names=tuple(raw_names.get(c, c) for c in cfg.contract.columns))
+
+
 def build_raw_asset(name: str, cfg: SourceConfig, partitions: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_key(name),
@@ -62,6 +73,7 @@ def build_raw_asset(name: str, cfg: SourceConfig, partitions: dg.PartitionsDefin
         metadata={"source_kind": cfg.kind, "connection": cfg.connection},
         automation_condition=None if partitions else dg.AutomationCondition.on_cron("0 1 * * *"),
     )
+    @retry_only_transient
     def _raw(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         lake = context.resources.lake
         connection = getattr(context.resources, cfg.connection)
@@ -74,14 +86,20 @@ def build_raw_asset(name: str, cfg: SourceConfig, partitions: dg.PartitionsDefin
             metadata={
                 "files": dg.MetadataValue.int(len(written)),
                 "bytes": dg.MetadataValue.int(n_bytes),
-                "records": dg.MetadataValue.int(
-                    sum(count_records(cfg.kind, objs, _items_field(cfg)) for objs in batch.values())
-                ),
+                "records": dg.MetadataValue.int(_count_or_zero(cfg, [o for objs in batch.values() for o in objs])),
                 "path": dg.MetadataValue.path(lake.uri("raw", name)),
             }
         )
 
     return _raw
+
+
+def _count_or_zero(cfg: SourceConfig, objects: list[RawObject]) -> int:
+    """Records landed, for the raw metadata; a file in the wrong format counts 0 (the clean step says why)."""
+    try:
+        return count_records(cfg.kind, objects, _items_field(cfg), read_options(cfg))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return 0
 
 
 def _read_raw(lake, name: str, dates: list[dt.date] | None) -> tuple[list[RawObject], dict[str, dt.date]]:
@@ -106,6 +124,8 @@ def build_clean_assets(name: str, cfg: SourceConfig, partitions: dg.PartitionsDe
                           description="Raw records = clean rows + quarantined rows: nothing dropped, nothing invented."),
         dg.AssetCheckSpec("quarantine_rate", asset=ckey,
                           description=f"At most {QUARANTINE_WARN_FRACTION:.0%} of records quarantined."),
+        dg.AssetCheckSpec("declared_columns_present", asset=ckey,
+                          description="Every column the contract declares is in the data (a missing one loads as nulls)."),
     ]
 
     @dg.multi_asset(
@@ -131,7 +151,8 @@ def build_clean_assets(name: str, cfg: SourceConfig, partitions: dg.PartitionsDe
             raise dg.Failure(f"source {name}: nothing in the raw zone for {dates or 'the snapshot'}; "
                              f"materialise {raw_key(name).to_user_string()} first", allow_retries=False)
         try:
-            parsed = parse_objects(cfg.kind, objects, _items_field(cfg))
+            options = read_options(cfg)
+            parsed = parse_objects(cfg.kind, objects, _items_field(cfg), options)
             frame = parsed.frame.rename(columns=cfg.rename)
             result = apply_contract(
                 name, frame, cfg.contract, unparseable=parsed.unparseable,
@@ -143,11 +164,15 @@ def build_clean_assets(name: str, cfg: SourceConfig, partitions: dg.PartitionsDe
         clean, quarantine = result.clean, result.quarantine
         if not partitions:
             quarantine = quarantine.drop(columns=["date"])
-        raw_records = sum(count_records(cfg.kind, [o], _items_field(cfg)) for o in objects)
+        raw_records = count_records(cfg.kind, objects, _items_field(cfg), options)
+        if result.missing_columns:
+            context.log.warning(f"source {name}: declared column(s) {', '.join(result.missing_columns)} not in the "
+                                f"data; loaded as nulls (mark them required to fail instead)")
         accounted = len(clean) + len(quarantine)
         reasons = quarantine["reason"].str.split(": ", n=1).str[0].value_counts().to_dict() if len(quarantine) else {}
         context.add_output_metadata(
-            {"quarantined": len(quarantine), "extra_columns_ignored": ", ".join(result.extra_columns) or "none"},
+            {"quarantined": len(quarantine), "extra_columns_ignored": ", ".join(result.extra_columns) or "none",
+             "missing_columns": ", ".join(result.missing_columns) or "none"},
             output_name="clean",
         )
         context.add_output_metadata({"quarantined_by_column": dg.MetadataValue.json(reasons)}, output_name="quarantine")
@@ -165,12 +190,15 @@ def build_clean_assets(name: str, cfg: SourceConfig, partitions: dg.PartitionsDe
         yield dg.AssetCheckResult(check_name="quarantine_rate", asset_key=ckey,
                                   passed=rate <= QUARANTINE_WARN_FRACTION, severity=dg.AssetCheckSeverity.WARN,
                                   metadata={"rate": dg.MetadataValue.float(round(rate, 5))})
+        yield dg.AssetCheckResult(check_name="declared_columns_present", asset_key=ckey,
+                                  passed=not result.missing_columns, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"missing": ", ".join(result.missing_columns) or "none"})
 
     return _clean
 
 
 def build_source_assets(catalogue: Catalogue) -> list[dg.AssetsDefinition]:
-    daily = daily_partitions(catalogue)
+    daily = daily_partitions(catalogue) if catalogue.partitions else None
     assets = []
     for name, cfg in catalogue.sources.items():
         partitions = daily if cfg.partitioning else None

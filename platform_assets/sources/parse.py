@@ -1,8 +1,11 @@
 """Raw objects (a source's own bytes) into a frame of untyped values, one row per record.
 
-Every record keeps where it came from (``_source_file``, ``_source_row``) so a quarantined row can
-be found in the raw zone. Records that cannot even be parsed (a truncated JSON line, a CSV line with
-the wrong number of fields) come back separately with the reason: they are quarantined, not dropped.
+Every record keeps where it came from (``_source_file``, ``_source_row``: the line of a CSV or
+JSON Lines file, the item number of a JSON array) so a quarantined row can be found in the raw
+zone. Records that cannot even be parsed (a truncated JSON line, a CSV line with the wrong number
+of fields) come back separately with the reason: they are quarantined, not dropped. An object that
+is not in the expected format at all (a JSON array read as JSON Lines) raises ``RawFormatError``
+naming the format expected and the option that reads it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,30 @@ class RawFormatError(ValueError):
     """A whole object is unreadable in its declared format."""
 
 
+class ReadOptions(NamedTuple):
+    """How to read a file source's bytes (the catalogue's options, as plain values)."""
+
+    json_format: str = "auto"  # auto | lines | array
+    records: str | None = None  # dotted path to the array of records inside one JSON document
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8"
+    header: bool = True
+    column_names: tuple[str, ...] = ()  # the columns, in order, of a CSV file without a header
+
+
+DEFAULT_READ = ReadOptions()
+JSON_LINES = ReadOptions(json_format="lines")
+
+
+def _text(obj: RawObject, encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return obj.data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise RawFormatError(f"{obj.name} is not {encoding} text ({exc}); set encoding: to the file's") from exc
+
+
 def _with_origin(frame: pd.DataFrame, name: str, rows: Iterable[int]) -> pd.DataFrame:
     frame = frame.copy()
     frame[SOURCE_FILE] = name
@@ -46,39 +73,111 @@ def _with_origin(frame: pd.DataFrame, name: str, rows: Iterable[int]) -> pd.Data
     return frame
 
 
-def _parse_csv(obj: RawObject) -> Parsed:
+def _csv_header(obj: RawObject, opts: ReadOptions) -> list[str]:
+    first = _text(RawObject(obj.name, obj.data.split(b"\n", 1)[0]), opts.encoding)
+    return next(csv.reader(io.StringIO(first), delimiter=opts.delimiter, quotechar=opts.quote), [])
+
+
+def _parse_csv(obj: RawObject, opts: ReadOptions = DEFAULT_READ) -> Parsed:
     if not obj.data.strip():
         return Parsed(pd.DataFrame(), [])
-    header = next(csv.reader(io.StringIO(obj.data.split(b"\n", 1)[0].decode("utf-8-sig"))))
+    names = _csv_header(obj, opts) if opts.header else list(opts.column_names)
     bad: list[Unparseable] = []
 
     def on_invalid(row) -> str:
         bad.append(Unparseable(obj.name, row.number or -1, f"CSV line has {row.actual_columns} fields, "
-                               f"the header has {row.expected_columns}", row.text))
+                               f"{'the header has' if opts.header else 'the contract declares'} "
+                               f"{row.expected_columns}", row.text))
         return "skip"
 
     try:
         table = pacsv.read_csv(
             io.BytesIO(obj.data),
             # Single-threaded parsing is what gives skipped lines their line numbers.
-            read_options=pacsv.ReadOptions(use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+            read_options=pacsv.ReadOptions(use_threads=False, encoding=opts.encoding,
+                                           column_names=None if opts.header else names),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False,
+                                             delimiter=opts.delimiter, quote_char=opts.quote),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in header}, strings_can_be_null=True, null_values=[""]
+                column_types={c: pa.string() for c in names}, strings_can_be_null=True, null_values=[""]
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise RawFormatError(f"{obj.name} is not readable as CSV: {exc}") from exc
+        raise RawFormatError(f"{obj.name} is not readable as CSV (delimiter {opts.delimiter!r}, "
+                             f"encoding {opts.encoding}): {exc}") from exc
     frame = table.to_pandas().astype(object).where(lambda f: f.notna(), None)
-    # Line numbers of the kept rows: data rows start at line 2; skipped lines are known by number.
+    # Line numbers of the kept rows: data rows start after the header; skipped lines are known by number.
     skipped = {b.source_row for b in bad}
-    lines = [n for n in range(2, 2 + len(frame) + len(skipped)) if n not in skipped][: len(frame)]
+    first = 2 if opts.header else 1
+    lines = [n for n in range(first, first + len(frame) + len(skipped)) if n not in skipped][: len(frame)]
     return Parsed(_with_origin(frame, obj.name, lines), bad)
 
 
-def _parse_json_lines(obj: RawObject) -> Parsed:
+def _records(obj: RawObject, items: list, what: str) -> Parsed:
+    """Items of a JSON array as records; an item that is not an object is quarantined by its number."""
+    records, rows, bad = [], [], []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, dict):
+            records.append(item)
+            rows.append(number)
+        else:
+            bad.append(Unparseable(obj.name, number, f"{what} item {number} is a JSON "
+                                   f"{type(item).__name__}, not a record", json.dumps(item)))
+    return Parsed(_with_origin(pd.DataFrame.from_records(records), obj.name, rows), bad)
+
+
+def _document(obj: RawObject, text: str, expected: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RawFormatError(f"{obj.name} is not {expected}: invalid JSON at line {exc.lineno} column "
+                             f"{exc.colno}: {exc.msg}") from exc
+
+
+def _at_path(obj: RawObject, doc, path: str) -> list:
+    node = doc
+    for i, part in enumerate(path.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(path.split(".")[:i]) or "the top level"
+            keys = ", ".join(map(str, node)) if isinstance(node, dict) else f"a JSON {type(node).__name__}"
+            raise RawFormatError(f"{obj.name}: records path {path!r} not found: {part!r} is not a key of "
+                                 f"{where} (found: {keys or 'nothing'})")
+        node = node[part]
+    if not isinstance(node, list):
+        raise RawFormatError(f"{obj.name}: records path {path!r} holds a JSON {type(node).__name__}, "
+                             f"not an array of records")
+    return node
+
+
+def _json_shape(text: str, opts: ReadOptions) -> str:
+    """lines, array or document: declared, or told by the first character."""
+    if opts.records:
+        return "document"
+    if opts.json_format != "auto":
+        return opts.json_format
+    return "array" if text.lstrip()[:1] == "[" else "lines"
+
+
+def _parse_json(obj: RawObject, opts: ReadOptions = DEFAULT_READ) -> Parsed:
+    text = _text(obj, opts.encoding)
+    if not text.strip():
+        return Parsed(pd.DataFrame(), [])
+    shape = _json_shape(text, opts)
+    if shape == "document":
+        return _records(obj, _at_path(obj, _document(obj, text, "a JSON document"), opts.records), opts.records)
+    if shape == "array":
+        doc = _document(obj, text, "a JSON array of records (format: array)")
+        if not isinstance(doc, list):
+            keys = f" with keys {', '.join(map(str, doc))}" if isinstance(doc, dict) else ""
+            raise RawFormatError(f"{obj.name} is a JSON {type(doc).__name__}{keys}, not a JSON array of records "
+                                 f"(format: array); give records: <path to the array> to read records inside it")
+        return _records(obj, doc, "array")
+    return _parse_json_lines(obj, text)
+
+
+def _parse_json_lines(obj: RawObject, text: str) -> Parsed:
     records, lines, bad = [], [], []
-    for number, line in enumerate(obj.data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -91,7 +190,20 @@ def _parse_json_lines(obj: RawObject) -> Parsed:
             continue
         records.append(doc)
         lines.append(number)
+    if len(bad) >= max(len(records), 1):
+        _not_lines(obj, text)
     return Parsed(_with_origin(pd.DataFrame.from_records(records), obj.name, lines), bad)
+
+
+def _not_lines(obj: RawObject, text: str) -> None:
+    """Most lines are not records: say so when the whole object is one JSON document (an array, say)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    hint = "format: array (or auto)" if isinstance(doc, list) else "records: <path to the array of records>"
+    raise RawFormatError(f"{obj.name}: JSON Lines expected (one record per line), but it is one JSON "
+                         f"{type(doc).__name__} document; set {hint}")
 
 
 def _parse_parquet(obj: RawObject) -> Parsed:
@@ -107,25 +219,20 @@ def _parse_api_page(obj: RawObject, items_field: str) -> Parsed:
         items = json.loads(obj.data)[items_field]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RawFormatError(f"{obj.name} is not a page of {items_field!r}: {exc}") from exc
-    records, rows, bad = [], [], []
-    for number, item in enumerate(items, start=1):
-        if isinstance(item, dict):
-            records.append(item)
-            rows.append(number)
-        else:
-            bad.append(Unparseable(obj.name, number, "an API item is not a record", json.dumps(item)))
-    return Parsed(_with_origin(pd.DataFrame.from_records(records), obj.name, rows), bad)
+    return _records(obj, items, "an API")
 
 
-def parse_objects(kind: str, objects: list[RawObject], items_field: str = "items") -> Parsed:
+def parse_objects(kind: str, objects: list[RawObject], items_field: str = "items",
+                  options: ReadOptions = DEFAULT_READ) -> Parsed:
     """Parse the raw objects of one source kind; frames of several objects are concatenated."""
     parsers = {
-        "csv": _parse_csv,
-        "json": _parse_json_lines,
+        "csv": lambda o: _parse_csv(o, options),
+        "json": lambda o: _parse_json(o, options),
         "parquet": _parse_parquet,
         "postgres": _parse_parquet,  # database rows land in the raw zone as Parquet
         "mysql": _parse_parquet,
         "rest": lambda o: _parse_api_page(o, items_field),
+        "mongodb": lambda o: _parse_json(o, JSON_LINES),  # documents land as JSON Lines
     }
     parts = [parsers[kind](o) for o in objects]
     frames = [p.frame for p in parts if len(p.frame.columns)]
@@ -133,15 +240,27 @@ def parse_objects(kind: str, objects: list[RawObject], items_field: str = "items
     return Parsed(frame, [u for p in parts for u in p.unparseable])
 
 
-def count_records(kind: str, objects: list[RawObject], items_field: str = "items") -> int:
+def count_records(kind: str, objects: list[RawObject], items_field: str = "items",
+                  options: ReadOptions = DEFAULT_READ) -> int:
     """Records in the raw objects, counted independently of the parser (for reconciliation checks)."""
     total = 0
     for obj in objects:
         if kind == "csv":
-            lines = [ln for ln in obj.data.splitlines() if ln.strip()]
-            total += max(len(lines) - 1, 0)
-        elif kind == "json":
-            total += sum(1 for ln in obj.data.splitlines() if ln.strip())
+            wide = any(w in options.encoding.lower() for w in ("16", "32"))  # not ASCII-compatible: lines in text
+            data = obj.data.decode(options.encoding, errors="replace") if wide else obj.data
+            lines = [ln for ln in data.splitlines() if ln.strip()]
+            total += max(len(lines) - (1 if options.header else 0), 0)
+        elif kind in ("json", "mongodb"):
+            options = JSON_LINES if kind == "mongodb" else options
+            text = obj.data.decode(options.encoding, errors="replace").lstrip("\ufeff")
+            shape = _json_shape(text, options) if text.strip() else "lines"
+            if shape == "lines":
+                total += sum(1 for ln in text.splitlines() if ln.strip())
+            else:
+                doc = json.loads(text)
+                for part in (options.records.split(".") if shape == "document" else ()):
+                    doc = doc[part]
+                total += len(doc)
         elif kind == "rest":
             total += len(json.loads(obj.data)[items_field])
         else:

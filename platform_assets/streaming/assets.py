@@ -1,36 +1,27 @@
-"""Micro-batch assets: one step per batch reads an exact offset range and makes it durable.
+"""Stream assets: per stream, one multi-asset over the lake table, dead letters, windows and alerts.
 
-Per stream, one multi-asset materialises the streaming lake table, its dead letters and, where the
-catalogue declares them, the windowed statistics and alerts. One step rather than a chain because
-the order of writes is the exactly-once protocol and a step costs seconds of latency:
+One step rather than a chain because the order of writes is the exactly-once protocol
+(platform_assets/streaming/batch.py) and a step costs seconds of latency. The stream's ``mode``
+chooses its body:
 
-1. read exactly the requested ranges (assign, seek, stop at the end offsets);
-2. validate against the source contract: invalid messages become dead letters with their bytes;
-3. write Parquet to the lake, one file per range and event hour, named by the range (a retry
-   replaces its own files);
-4. detect anomalies and produce alerts to the alerts topic (at least once; keyed by a
-   deterministic alert id, so consumers deduplicate);
-5. in ONE warehouse transaction: the ranges, dead letters, window partials and alerts;
-6. only then commit the offsets to the consumer group (for lag monitoring).
-
-A failure before 5 leaves nothing recorded, so the sensor requests the same ranges again.
+- ``micro_batch``: one run per batch; the sensor passes the exact offset ranges in the run config;
+- ``continuous``: one long-running run per shard (platform_assets/streaming/continuous.py) that
+  makes a durable batch every ``max_wait`` seconds or ``max_messages`` messages and reports each
+  one as a materialisation of these assets.
 """
 
-import json
-import posixpath
-
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
-from platform_assets.metadata import frame_metadata
 from platform_assets.sources.config import Catalogue
-from platform_assets.streaming import microbatch as mb
+from platform_assets.streaming import continuous
+from platform_assets.streaming.batch import StreamTarget, batch_metadata, process_batch
 from platform_assets.streaming.config import StreamCatalogue, StreamConfig
 from resources.kafka import KafkaResource, OffsetRange
 from resources.lake import LakeResource
-from resources.stream_store import SCHEMA, StreamStore, stats_view
+from resources.stream_store import StreamStore, stats_view
+
+MODE_TAG = "stream/mode"
 
 
 class RangeConfig(dg.Config):
@@ -41,6 +32,11 @@ class RangeConfig(dg.Config):
 
 class MicroBatchConfig(dg.Config):
     ranges: list[RangeConfig] = Field(description="offset ranges to ingest, one per partition")
+
+
+class ConsumerConfig(dg.Config):
+    shard: int = Field(default=0, ge=0, description="consume the partitions p with p % parallelism == shard")
+    parallelism: int = Field(default=1, gt=0)
 
 
 def topic_key(topic: str) -> dg.AssetKey:
@@ -62,8 +58,8 @@ def group_id(name: str) -> str:
 
 
 def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, streams: StreamCatalogue):
-    contract = streams.contract(name, sources)
     keys = stream_keys(name, stream)
+    target = StreamTarget(name, stream, streams, streams.contract(name, sources), keys)
     topic = topic_key(stream.topic)
     descriptions = {
         "lake": f"Messages of {stream.topic} that meet the {stream.contract_of} contract, Parquet per event hour.",
@@ -77,6 +73,8 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
                      description=descriptions[part], kinds=kinds[part])
         for part, key in keys.items()
     ]
+    if stream.mode == "continuous":
+        return _continuous_asset(target, specs)
     checks = [
         dg.AssetCheckSpec("ranges_contiguous", asset=keys["lake"], blocking=True,
                           description="Each range starts where the last durable batch ended: no gap, no overlap."),
@@ -86,7 +84,6 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
     @dg.multi_asset(name=f"stream_{name}", specs=specs, check_specs=checks, op_tags={"stream": name})
     def _micro_batch(context: dg.AssetExecutionContext, config: MicroBatchConfig, kafka: KafkaResource,
                      lake: LakeResource, stream_store: StreamStore):
-        started = pd.Timestamp.now(tz="UTC")
         ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
         durable = stream_store.durable_ends(stream.topic)
         gaps = {r.partition: (durable.get(r.partition), r.start) for r in ranges
@@ -96,71 +93,36 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
                              f"(partition: (durable end, requested start)) {gaps}", allow_retries=False)
 
         messages = kafka.read_ranges(stream.topic, ranges)
-        decoded = mb.decode(messages, contract, stream.topic)
-        valid, dead = decoded.valid, decoded.dead_letters
-        base = posixpath.join(*keys["lake"].path[1:])
-        files = mb.lake_files(valid, base, stream.event_time, ranges)
-        for rel, rows in files.items():
-            lake.write_parquet(rel, pa.Table.from_pandas(rows, preserve_index=False))
-        lake_at = pd.Timestamp.now(tz="UTC")
-
-        partials = mb.minute_partials(valid, stream, ranges) if stream.windows else None
-        alerts = None
-        if stream.anomalies:
-            since = valid[stream.event_time].min() - pd.Timedelta(minutes=stream.anomalies.history_minutes + 1) \
-                if len(valid) else started
-            history = stream_store.history(name, stream.key, sorted(valid[stream.key].unique()) if len(valid) else [],
-                                           since, ranges, stream.topic)
-            history = pd.concat([h for h in (history, partials) if h is not None and len(h)], ignore_index=True) \
-                if (len(history) or (partials is not None and len(partials))) else pd.DataFrame()
-            alerts = mb.detect_anomalies(valid, history, stream, stream.topic)
-            if len(alerts):
-                kafka.produce(streams.alerts_topic, (
-                    (str(a.key).encode(), json.dumps({**a._asdict(), "event_time": a.event_time.isoformat(),
-                                                       "stream": name, "topic": stream.topic}).encode())
-                    for a in alerts.itertuples(index=False)))
-        counts = {r.partition: (int((valid[mb.PARTITION] == r.partition).sum()) if len(valid) else 0,
-                                int((dead["partition"] == r.partition).sum()))
-                  for r in ranges}
-        stream_store.record_batch(stream=name, topic=stream.topic, ranges=ranges, counts=counts, dead_letters=dead,
-                                  partials=partials, alerts=alerts, key=stream.key,
-                                  signals=stream.windows.signals if stream.windows else (), run_id=context.run_id)
-        durable_at = pd.Timestamp.now(tz="UTC")
-        kafka.commit(group_id(name), stream.topic, {r.partition: r.end for r in ranges if r.end > r.start})
-
-        n_msgs = len(messages)
-        offsets_md = dg.MetadataValue.json([r._asdict() for r in ranges])
-        latency = (lake_at - valid[stream.event_time]).dt.total_seconds() if len(valid) else pd.Series(dtype=float)
-        yield dg.MaterializeResult(asset_key=keys["lake"], metadata={
-            **frame_metadata(valid.drop(columns=[mb.KAFKA_TS])),
-            "offset_ranges": offsets_md, "messages": n_msgs, "dead_letters": len(dead),
-            "files_written": len(files),
-            "hours": dg.MetadataValue.json(sorted({posixpath.relpath(posixpath.dirname(f), base) for f in files})),
-            "event_to_lake_seconds_p50": float(latency.median()) if len(latency) else 0.0,
-            "event_to_lake_seconds_max": float(latency.max()) if len(latency) else 0.0,
-            "batch_seconds": round((durable_at - started).total_seconds(), 3),
-            "path": dg.MetadataValue.path(lake.uri(base)),
-        })
-        yield dg.MaterializeResult(asset_key=keys["dead_letters"], metadata={
-            "dagster/row_count": len(dead), "offset_ranges": offsets_md,
-            "reasons": dg.MetadataValue.json(dead["reason"].str.split(":").str[0].value_counts().to_dict() if len(dead) else {}),
-            "table": f"{SCHEMA}.dead_letters"})
-        if "windows" in keys:
-            yield dg.MaterializeResult(asset_key=keys["windows"], metadata={
-                "window_partials_written": len(partials) if partials is not None else 0,
-                "offset_ranges": offsets_md, "table": f"{SCHEMA}.{stats_view(name)}"})
-        if "alerts" in keys:
-            yield dg.MaterializeResult(asset_key=keys["alerts"], metadata={
-                "dagster/row_count": len(alerts) if alerts is not None else 0, "offset_ranges": offsets_md,
-                "topic": streams.alerts_topic, "table": f"{SCHEMA}.alerts"})
+        batch = process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
+                              commit=lambda offsets: kafka.commit(group_id(name), stream.topic, offsets),
+                              run_id=context.run_id)
+        for part, metadata in batch_metadata(target, batch, lake).items():
+            yield dg.MaterializeResult(asset_key=keys[part], metadata=metadata)
         yield dg.AssetCheckResult(check_name="ranges_contiguous", asset_key=keys["lake"], passed=True,
                                   metadata={"durable_before": dg.MetadataValue.json({str(k): v for k, v in durable.items()})})
-        rate = len(dead) / n_msgs if n_msgs else 0.0
+        rate = len(batch.dead) / batch.messages if batch.messages else 0.0
         yield dg.AssetCheckResult(check_name="dead_letter_rate", asset_key=keys["lake"], passed=rate <= 0.05,
                                   severity=dg.AssetCheckSeverity.WARN, metadata={"rate": round(rate, 5)})
-        context.log.info(f"stream {name}: {n_msgs} messages, {len(dead)} dead letters, {len(files)} files")
+        context.log.info(f"stream {name}: {batch.messages} messages, {len(batch.dead)} dead letters, "
+                         f"{len(batch.files)} files")
 
     return _micro_batch
+
+
+def _continuous_asset(target: StreamTarget, specs: list[dg.AssetSpec]):
+    """The long-running body: never returns on its own; a termination request ends it (run canceled)."""
+    name, stream = target.name, target.stream
+
+    @dg.multi_asset(name=f"stream_{name}", specs=specs, op_tags={"stream": name, MODE_TAG: "continuous"},
+                    description=f"Continuous consumer of {stream.topic}: a durable batch every {stream.max_wait:g} s "
+                                f"or {stream.max_messages} messages; runs until terminated.")
+    def _consume(context: dg.AssetExecutionContext, config: ConsumerConfig, kafka: KafkaResource,
+                 lake: LakeResource, stream_store: StreamStore):
+        yield from continuous.consume(context, target, config.shard, config.parallelism, kafka=kafka, lake=lake,
+                                      stream_store=stream_store, group=group_id(name),
+                                      topic_key=topic_key(stream.topic))
+
+    return _consume
 
 
 def build_streaming_definitions(sources: Catalogue, streams: StreamCatalogue):
@@ -175,7 +137,9 @@ def build_streaming_definitions(sources: Catalogue, streams: StreamCatalogue):
     for name, stream in streams.streams.items():
         asset = build_stream_assets(name, stream, sources, streams)
         assets.append(asset)
+        what = (f"The continuous consumer of stream {name}, one run per shard (launched and restarted by its sensor)."
+                if stream.mode == "continuous" else f"One micro-batch of stream {name} (launched by its sensor).")
         jobs.append(dg.define_asset_job(f"stream_{name}_job", selection=dg.AssetSelection.assets(asset),
-                                        executor_def=dg.in_process_executor, tags={"stream": name},
-                                        description=f"One micro-batch of stream {name} (launched by its sensor)."))
+                                        executor_def=dg.in_process_executor,
+                                        tags={"stream": name, MODE_TAG: stream.mode}, description=what))
     return topic_specs, assets, jobs

@@ -63,6 +63,12 @@ class StreamConfig(_Strict):
     # Concurrent micro-batch runs: the partitions are split into this many disjoint shards
     # (partition % parallelism), each with one batch in flight at a time.
     parallelism: int = Field(default=1, gt=0)
+    # micro_batch: one Dagster run per batch, launched by the sensor (cheap when idle, seconds of
+    # latency). continuous: one long-running run per shard, launched and restarted by the sensor,
+    # making a batch every ``max_wait`` seconds or ``max_messages`` messages, whichever comes first.
+    mode: str = Field(default="micro_batch", pattern="^(micro_batch|continuous)$")
+    max_wait: float = Field(default=1.0, gt=0, description="continuous: seconds a batch waits at most")
+    max_messages: int = Field(default=20_000, gt=0, description="continuous: messages per batch at most")
 
     @model_validator(mode="after")
     def _anomalies_need_windows(self) -> StreamConfig:
@@ -136,8 +142,13 @@ def load_streams(sources: Catalogue, path: str | os.PathLike | None = None, envi
     for name, stream in catalogue.streams.items():
         source = sources.sources.get(stream.contract_of)
         if source is None:
-            raise CatalogueError(f"stream catalogue {path}: stream {name}: contract_of {stream.contract_of!r} "
-                                 f"is not a source in the source catalogue")
+            known = ", ".join(sources.sources) or "none"
+            raise CatalogueError(
+                f"stream catalogue {path}: stream {name}: contract_of {stream.contract_of!r} is not a source in "
+                f"the source catalogue (its sources: {known}). Fix: declare source {stream.contract_of!r}, "
+                f"name one of the sources in contract_of, or remove the stream; with a catalogue of your own, "
+                f"point PLATFORM_STREAMS_FILE at your streams, or use PLATFORM_CATALOGUE_DIR (streams.yaml "
+                f"there is optional)")
         columns = source.contract.columns
         for col in [stream.event_time, stream.key, *(stream.windows.signals if stream.windows else ())]:
             if col not in columns:

@@ -32,10 +32,9 @@ def render(topic: str, group: str, rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    from platform_assets.catalogue import load_catalogues
     from platform_assets.settings import load_local_defaults
-    from platform_assets.sources.config import load_catalogue
     from platform_assets.streaming.assets import group_id
-    from platform_assets.streaming.config import load_streams
     from resources import build_resources
     from resources.kafka import OffsetRange, TopicNotFound
 
@@ -45,9 +44,10 @@ def main(argv=None) -> int:
     parser.add_argument("--follow", action="store_true", help="refresh every 2 s until Ctrl-C")
     args = parser.parse_args(argv)
     load_local_defaults()
-    streams = load_streams(load_catalogue())
-    if args.stream not in streams.streams:
-        parser.error(f"unknown stream {args.stream!r}; known: {', '.join(streams.streams)}")
+    streams = load_catalogues().streams
+    known = streams.streams if streams else {}
+    if args.stream not in known:
+        parser.error(f"unknown stream {args.stream!r}; known: {', '.join(known) or 'none (no stream catalogue)'}")
     topic, group = streams.streams[args.stream].topic, group_id(args.stream)
     configured = build_resources(resolved=True)
     kafka = configured["kafka"]

@@ -129,28 +129,31 @@ def detect_anomalies(valid: pd.DataFrame, history: pd.DataFrame, stream: StreamC
     if valid.empty or history.empty:
         return pd.DataFrame(columns=columns)
     minutes = stream.windows.minutes
+    rows = valid.assign(window_start=valid[stream.event_time].dt.floor(f"{minutes}min"), _row=np.arange(len(valid)))
+    rows[stream.key] = rows[stream.key].astype(str)
+    hist = history.assign(**{stream.key: history[stream.key].astype(str),
+                             "window_start": pd.to_datetime(history["window_start"], utc=True)})
     out = []
     for signal in cfg.signals:
-        per_window = history.groupby([stream.key, "window_start"])[[f"{signal}_n", f"{signal}_sum", f"{signal}_sumsq"]].sum()
-        for key, rows in valid.groupby(stream.key):
-            if key not in per_window.index.get_level_values(0):
-                continue
-            w = per_window.loc[key].sort_index()
-            w.index = pd.DatetimeIndex(w.index)
-            # Totals over [t - history, t): rolling over time, excluding the reading's own window.
-            rolled = w.rolling(f"{cfg.history_minutes}min", closed="left").sum()
-            win = rows[stream.event_time].dt.floor(f"{minutes}min")
-            base = rolled.reindex(win.to_numpy())
-            n = base[f"{signal}_n"].to_numpy()
-            mean = base[f"{signal}_sum"].to_numpy() / np.where(n > 0, n, np.nan)
-            var = base[f"{signal}_sumsq"].to_numpy() / np.where(n > 1, n, np.nan) - mean ** 2
-            std = np.sqrt(np.clip(var * n / np.where(n > 1, n - 1, np.nan), 0, None))
-            values = rows[signal].to_numpy(dtype="float64")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = (values - mean) / std
+        cols = [f"{signal}_n", f"{signal}_sum", f"{signal}_sumsq"]
+        per_window = hist.groupby([stream.key, "window_start"], as_index=False)[cols].sum().sort_values(
+            [stream.key, "window_start"])
+        # Totals over [t - history, t) per key: one grouped rolling sum, excluding the reading's own window.
+        rolled = (per_window.set_index("window_start").groupby(stream.key)[cols]
+                  .rolling(f"{cfg.history_minutes}min", closed="left").sum().reset_index())
+        rolled["window_start"] = pd.to_datetime(rolled["window_start"], utc=True)
+        base = rows[[stream.key, "window_start", "_row"]].merge(rolled, on=[stream.key, "window_start"], how="left") \
+            .sort_values("_row")
+        n = base[f"{signal}_n"].to_numpy(dtype="float64")
+        mean = base[f"{signal}_sum"].to_numpy(dtype="float64") / np.where(n > 0, n, np.nan)
+        var = base[f"{signal}_sumsq"].to_numpy(dtype="float64") / np.where(n > 1, n, np.nan) - mean ** 2
+        std = np.sqrt(np.clip(var * n / np.where(n > 1, n - 1, np.nan), 0, None))
+        values = rows[signal].to_numpy(dtype="float64")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (values - mean) / std
             hit = (n >= cfg.min_history) & np.isfinite(z) & (np.abs(z) > cfg.zscore) & (std > 0)
-            for i in np.flatnonzero(hit):
-                part, off = int(rows[PARTITION].iloc[i]), int(rows[OFFSET].iloc[i])
-                out.append((alert_id(topic, part, off, signal), key, rows[stream.event_time].iloc[i], signal,
-                            float(values[i]), float(mean[i]), float(std[i]), float(z[i]), part, off))
+        for i in np.flatnonzero(hit):
+            part, off = int(rows[PARTITION].iloc[i]), int(rows[OFFSET].iloc[i])
+            out.append((alert_id(topic, part, off, signal), valid[stream.key].iloc[i], rows[stream.event_time].iloc[i],
+                        signal, float(values[i]), float(mean[i]), float(std[i]), float(z[i]), part, off))
     return pd.DataFrame(out, columns=columns)

@@ -124,10 +124,10 @@ def produce(kafka, topic: str, source: FleetStream, rate: float, count: int | No
 
 
 def main(argv=None) -> int:
-    from platform_assets.settings import load_local_defaults, setting
+    from platform_assets.settings import load_local_defaults
     from platform_assets.sources.config import load_catalogue
     from platform_assets.streaming.config import load_streams
-    from resources.kafka import KafkaResource
+    from resources import build_resources
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stream", default="sensor_readings")
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     streams = load_streams(sources)
     if args.stream not in streams.streams:
         parser.error(f"unknown stream {args.stream!r}; known: {', '.join(streams.streams)}")
-    kafka = KafkaResource(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka = build_resources(resolved=True)["kafka"]  # every KAFKA_* setting (SASL, TLS), not only the bootstrap
     source = FleetStream(args.stream, args.machines, args.seed, args.malformed, args.anomalies)
     tally = produce(kafka, streams.streams[args.stream].topic, source, args.rate, args.count, args.duration,
                     contract=streams.contract(args.stream, sources))

@@ -34,14 +34,14 @@ def ensure_topics(admin, topics: dict, timeout: float = 10.0) -> dict[str, str]:
 
 
 def main() -> int:
-    from platform_assets.settings import load_local_defaults, setting
-    from platform_assets.sources.config import load_catalogue
-    from platform_assets.streaming.config import load_streams
-    from resources.kafka import KafkaResource
+    from platform_assets.catalogue import load_catalogues
+    from resources import build_resources
 
-    load_local_defaults()
-    streams = load_streams(load_catalogue())
-    admin = KafkaResource(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS")).admin()
+    streams = load_catalogues().streams
+    if streams is None:
+        print("no stream catalogue: no topics to make")
+        return 0
+    admin = build_resources(resolved=True)["kafka"].admin()  # the platform's client settings (SASL, TLS)
     for name, what in ensure_topics(admin, streams.topics).items():
         spec = streams.topics[name]
         print(f"{'topic':<10} {name} ({spec.partitions} partitions, replication {spec.replication_factor}): {what}")

@@ -1,7 +1,9 @@
 """Batch benchmark: what does the platform cost over a plain single-process pandas computation?
 
-The platform (raw zone, contract and quarantine, Spark, warehouse load, blocking checks, Dagster
-orchestration) is run end to end on the seeded demo data at a few volumes, next to a baseline that
+The platform (raw zone, contract and quarantine, the processing engine's steps, warehouse load,
+blocking checks, Dagster orchestration) is run end to end on the seeded demo data at a few volumes,
+once per processing engine (``--engines duckdb,spark``: the same transformation code on DuckDB
+through SQLFrame, and on Spark at ``SPARK_MASTER``), next to a baseline that
 computes the same sensor marts from the same CSV files with pyarrow/pandas in one process. The
 baseline does less work (no raw zone, no quarantine, no app logs, no warehouse load, no checks),
 so platform/baseline is an upper bound of the platform's overhead, not a like-for-like race. The
@@ -11,7 +13,8 @@ baseline's hourly reading count must equal the platform's ``sum(readings)`` in
 Every scale gets fresh PostgreSQL and MariaDB databases, its own lake and its own demo REST API,
 set up as tests/integration/conftest.py does (its helpers are reused), and dropped afterwards.
 
-    .venv/bin/python tests/benchmarks/bench_batch.py [--rows N] [--scales 1,10] [--days 7] [--keep]
+    .venv/bin/python tests/benchmarks/bench_batch.py [--rows N] [--scales 1,10] [--engines duckdb,spark]
+                                                     [--days 7] [--keep] [--warmup]
 
 Progress goes to stderr; the summary to stdout, whose last line is one JSON object.
 """
@@ -61,8 +64,10 @@ DEMO_MACHINES, DEMO_INTERVAL_MIN = 24, 5  # generate_fleet defaults: 24 * 288 re
 CONTRACT = load_catalogue().sources["sensor_readings"].contract
 NUMERIC = [c for c, s in CONTRACT.columns.items() if s.type == "float"]
 LIMITS = {c: (s.min, s.max) for c, s in CONTRACT.columns.items() if s.min is not None or s.max is not None}
-SPARK_STEPS = {a.node_def.name for a in defs.assets
-               if any("spark" in spec.kinds for spec in getattr(a, "specs", ()))}
+# The steps the processing engine runs (the PySpark-API assets, kind "spark" whichever engine runs them).
+ENGINE_STEPS = {a.node_def.name for a in defs.assets
+                if any("spark" in spec.kinds for spec in getattr(a, "specs", ()))}
+ENGINES = ("duckdb", "spark")
 
 
 def log(msg: str) -> None:
@@ -245,49 +250,63 @@ def run_baseline(files_root: Path, days: list[dt.date], env: dict) -> dict[str, 
 
 # ---------------------------------------------------------------- one scale, and all of them
 
-def bench_scale(scale: float, factor: float, days: list[dt.date], root: Path, keep: bool) -> dict:
+def bench_scale(scale: float, factor: float, days: list[dt.date], root: Path, keep: bool,
+                engines: list[str]) -> dict:
     started = time.perf_counter()
     data = generate_fleet(start_date=START, days=len(days), scale=factor)
     rows_in = len(data.sensor_readings)
     log(f"== scale {scale:g}: {rows_in:,} sensor readings, {len(data.machines)} machines "
         f"(generated in {time.perf_counter() - started:.1f}s)")
+    runs = {}
     with fresh_platform(data, root, keep) as env:
-        platform_s, steps = run_platform(days)
-        marts = platform_marts()
-        log(f"  platform {platform_s:.1f}s")
         started = time.perf_counter()
         base = run_baseline(root / "files", days, env)
         baseline_s = time.perf_counter() - started
         log(f"  baseline {baseline_s:.2f}s")
+        for engine in engines:  # the same databases and lake: each run replaces the previous one's output
+            os.environ["PROCESSING_ENGINE"] = engine
+            try:
+                platform_s, steps = run_platform(days)
+            finally:
+                os.environ.pop("PROCESSING_ENGINE", None)
+            runs[engine] = {"platform_s": round(platform_s, 2), "platform_rows_per_s": round(rows_in / platform_s),
+                            "ratio": round(platform_s / baseline_s, 1), "marts": platform_marts(),
+                            "engine_steps_s": round(sum(v for k, v in steps.items() if k in ENGINE_STEPS), 2),
+                            "steps_s": steps}
+            log(f"  platform on {engine} {platform_s:.1f}s")
     base_counts = {"readings": int(base["hourly"]["readings"].sum()), "hourly": len(base["hourly"]),
                    "daily": len(base["daily"]), "site": len(base["site"])}
+    for run in runs.values():
+        run["reconciled"] = run["marts"]["readings"] == base_counts["readings"]
     return {
         "scale": scale, "sensor_rows": rows_in,
-        "platform_s": round(platform_s, 2), "platform_rows_per_s": round(rows_in / platform_s),
         "baseline_s": round(baseline_s, 3), "baseline_rows_per_s": round(rows_in / baseline_s),
-        "ratio": round(platform_s / baseline_s, 1),
-        "reconciled": base_counts["readings"] == marts["readings"],
-        "platform_marts": marts, "baseline_marts": base_counts,
-        "spark_steps_s": round(sum(v for k, v in steps.items() if k in SPARK_STEPS), 2),
-        "steps_s": steps,
+        "baseline_marts": base_counts, "engines": runs,
+        "reconciled": all(r["reconciled"] for r in runs.values()),
+        "engines_agree": len({json.dumps(r["marts"], sort_keys=True) for r in runs.values()}) == 1,
     }
 
 
 def print_result(r: dict) -> None:
     print(f"\nscale {r['scale']:g}: {r['sensor_rows']:,} sensor rows in")
-    print(f"  platform  {r['platform_s']:8.2f} s  {r['platform_rows_per_s']:>10,} rows/s")
-    print(f"  baseline  {r['baseline_s']:8.2f} s  {r['baseline_rows_per_s']:>10,} rows/s")
-    print(f"  ratio platform/baseline: {r['ratio']}x")
-    p, b = r["platform_marts"], r["baseline_marts"]
-    print(f"  hourly readings: platform {p['readings']:,}, baseline {b['readings']:,} -> "
-          f"{'OK' if r['reconciled'] else 'MISMATCH'}")
-    print(f"  mart rows (hourly/daily/site): platform {p['hourly']}/{p['daily']}/{p['site']}, "
-          f"baseline {b['hourly']}/{b['daily']}/{b['site']}")
-    total = sum(r["steps_s"].values())
-    print(f"  steps: {total:.1f} s in {len(r['steps_s'])} steps ({r['spark_steps_s']:.1f} s in Spark steps), "
-          f"{r['platform_s'] - total:.1f} s outside steps; slowest:")
-    for key, secs in list(r["steps_s"].items())[:6]:
-        print(f"    {secs:7.2f} s  {key}{'  [spark]' if key in SPARK_STEPS else ''}")
+    print(f"  baseline      {r['baseline_s']:8.2f} s  {r['baseline_rows_per_s']:>10,} rows/s")
+    b = r["baseline_marts"]
+    for engine, run in r["engines"].items():
+        p = run["marts"]
+        print(f"  {engine + ' platform':13} {run['platform_s']:8.2f} s  {run['platform_rows_per_s']:>10,} rows/s  "
+              f"ratio {run['ratio']}x  (engine steps {run['engine_steps_s']:.1f} s)  hourly readings "
+              f"{p['readings']:,} vs baseline {b['readings']:,} -> {'OK' if run['reconciled'] else 'MISMATCH'}")
+    if {"duckdb", "spark"} <= set(r["engines"]):
+        d, s = r["engines"]["duckdb"], r["engines"]["spark"]
+        print(f"  spark/duckdb: whole pipeline {s['platform_s'] / d['platform_s']:.2f}x, "
+              f"engine steps {s['engine_steps_s'] / max(d['engine_steps_s'], 0.01):.2f}x; "
+              f"marts {'equal' if r['engines_agree'] else 'DIFFER'} (rows per mart)")
+    for engine, run in r["engines"].items():
+        total = sum(run["steps_s"].values())
+        print(f"  {engine}: {total:.1f} s in {len(run['steps_s'])} steps, {run['platform_s'] - total:.1f} s outside "
+              "steps; slowest:")
+        for key, secs in list(run["steps_s"].items())[:5]:
+            print(f"    {secs:7.2f} s  {key}{'  [engine]' if key in ENGINE_STEPS else ''}")
 
 
 def demo_days(parser: argparse.ArgumentParser, count: int) -> list[dt.date]:
@@ -303,6 +322,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, help="sensor readings at scale 1 (default: the demo volume)")
     parser.add_argument("--scales", default="1,10", help="multiples of the base volume, comma-separated")
+    parser.add_argument("--engines", default="duckdb,spark", help="processing engines to run, comma-separated")
     parser.add_argument("--days", type=int, default=7,
                         help="days from 2026-11-01 (fewer than 7 can push the demo's small sources over their bad-row limit)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder and the databases")
@@ -315,14 +335,19 @@ def main() -> int:
     demo_rows = DEMO_MACHINES * args.days * 1440 // DEMO_INTERVAL_MIN
     base = args.rows / demo_rows if args.rows else 1.0  # generate_fleet's scale multiplies machines
     scales = [int(s) if float(s).is_integer() else float(s) for s in args.scales.split(",")]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or set(engines) - set(ENGINES):
+        parser.error(f"--engines: one or more of {', '.join(ENGINES)}")
 
-    started = time.perf_counter()
-    session = SparkResource(master=os.environ["SPARK_MASTER"]).session  # same settings as the platform's
-    spark_startup_s = time.perf_counter() - started
-    session.sparkContext.setLogLevel("ERROR")
-    print(f"Spark session start-up ({os.environ['SPARK_MASTER']}): {spark_startup_s:.1f} s, paid once here; "
-          "the platform runs below reuse that session in-process (SparkSession.getOrCreate)"
-          + ("" if args.warmup else "; the first run still pays the JVM's first-query warm-up (see --warmup)"))
+    spark_startup_s = None
+    if "spark" in engines:
+        started = time.perf_counter()
+        session = SparkResource(master=os.environ["SPARK_MASTER"]).session  # same settings as the platform's
+        spark_startup_s = round(time.perf_counter() - started, 2)
+        session.sparkContext.setLogLevel("ERROR")
+        print(f"Spark session start-up ({os.environ['SPARK_MASTER']}): {spark_startup_s:.1f} s, paid once here; "
+              "the platform runs below reuse that session in-process (SparkSession.getOrCreate)"
+              + ("" if args.warmup else "; the first run still pays the JVM's first-query warm-up (see --warmup)"))
     print("Baseline = pyarrow CSV + pandas in one process, sensor marts only: no raw zone, no quarantine, "
           "no app logs, no warehouse load, no checks, no orchestration. The ratio is an upper bound of the overhead.")
 
@@ -331,18 +356,18 @@ def main() -> int:
     try:
         if args.warmup:
             log("== warm-up run (not timed)")
-            bench_scale(scales[0], base * scales[0], days, root / "warmup", keep=False)
+            bench_scale(scales[0], base * scales[0], days, root / "warmup", keep=False, engines=engines)
         for i, scale in enumerate(scales):
-            results.append(bench_scale(scale, base * scale, days, root / f"scale_{i}", args.keep))
+            results.append(bench_scale(scale, base * scale, days, root / f"scale_{i}", args.keep, engines))
             print_result(results[-1])
     finally:
         if args.keep:
             log(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"benchmark": "batch", "days": args.days, "warmup": args.warmup, "results": results,
-                      "spark_startup_s": round(spark_startup_s, 2)}), flush=True)
-    return 0 if all(r["reconciled"] for r in results) else 1
+    print(json.dumps({"benchmark": "batch", "days": args.days, "warmup": args.warmup, "engines": engines,
+                      "results": results, "spark_startup_s": spark_startup_s}), flush=True)
+    return 0 if all(r["reconciled"] and r["engines_agree"] for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -124,9 +124,9 @@ class MlflowClock:
         self._undo.append((MlflowResource, "run", original_run))
         MlflowResource.run = run
         for owner, attr, label in (
-                (mlflow, "log_params", "log_params_s"), (mlflow, "log_metrics", "log_metrics_s"),
-                (mlflow, "log_artifact", "log_plot_s"),
-                (MlflowResource, "log_sklearn", "log_sklearn_s"),  # signature + log_model + version tags
+                (MlflowResource, "log_batch", "log_batch_s"),  # params and metrics, one request
+                (MlflowResource, "log_files", "log_plot_s"),  # plot and JSON reports, one upload
+                (MlflowResource, "log_sklearn", "log_sklearn_s"),  # signature + log_model + registration
                 (mlflow.sklearn, "log_model", "log_model_s"),
                 (mlflow.models.model, "_create_logged_model", "create_logged_model_s"),  # REST
                 (mlflow.sklearn, "save_model", "save_model_s"),  # pickle + MLmodel + env files, local
@@ -236,20 +236,19 @@ def baseline_fits(features: pd.DataFrame) -> dict[str, dict]:
     out = {}
     for name, model in catalogue.models.items():
         fs = catalogue.feature_sets[model.feature_set]
-        rows = tr.check_inputs(features, model, fs, name)
-        columns = tr.feature_columns(rows, model, fs, name)
-        splits = tr.split_by_time(rows, model, fs, name)
-        numeric, categorical = tr.split_columns(rows, columns)
-        cast = int if model.task == "classification" else float
-        X, y = splits.train[columns], splits.train[model.target].astype(cast)
+        rows = tr.check_inputs(features, model, fs, name)  # labels normalised as the platform does
+        plan = tr.plan_features(rows, model, fs, name)
+        columns = plan.columns
+        splits = tr.split(rows, model, fs, name)
+        X, y = splits.train[columns], splits.train[model.target]
         for algorithm in model.algorithms:
-            pipeline = tr.build_pipeline(model.task, algorithm, PARAMS[algorithm]().model_dump(), numeric, categorical)
+            pipeline = tr.pipeline_for(model.task, algorithm, PARAMS[algorithm]().model_dump(), plan)
             started = time.perf_counter()
             pipeline.fit(X, y)
             fit_s = time.perf_counter() - started
             # Not timed: the validation metric, to tie the baseline to the platform's model.
-            val = tr.metrics(model.task, pipeline, splits.validation[columns],
-                             splits.validation[model.target].astype(cast))
+            val = tr.metrics(model.task, pipeline, splits.validation[columns], splits.validation[model.target],
+                             model.positive_class)
             out[f"{name}/{algorithm}"] = {"fit_s": round(fit_s, 3), "metric": model.selection_metric,
                                           "val": val[model.selection_metric], "train_rows": len(X),
                                           "features": len(columns)}

@@ -7,8 +7,10 @@ drops them afterwards, so tests never touch the demo's data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -115,6 +117,33 @@ def _start_api(data_dir: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("demo REST API did not answer /health within 30 s")
 
 
+@contextlib.contextmanager
+def own_dagster_home(tmp_path_factory):
+    """A DAGSTER_HOME with the local instance file, on a PostgreSQL database of its own (made, then
+    dropped); ``DAGSTER_PG_DB`` points at it meanwhile, so this process reads what servers write."""
+    db = f"t_dagster_{uuid.uuid4().hex[:8]}"
+    _pg_admin(f'CREATE DATABASE "{db}"')
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    saved = os.environ.get("DAGSTER_PG_DB")
+    os.environ["DAGSTER_PG_DB"] = db
+    try:
+        yield home, db
+    finally:
+        os.environ.pop("DAGSTER_PG_DB") if saved is None else os.environ.__setitem__("DAGSTER_PG_DB", saved)
+        _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _drop_document_database(name: str) -> None:
+    import pymongo
+
+    client = pymongo.MongoClient(os.environ["MONGODB_URI"], serverSelectionTimeoutMS=5000)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> PlatformUnderTest:
     from platform_assets.demo_data import write
@@ -123,11 +152,12 @@ def platform(tmp_path_factory) -> PlatformUnderTest:
     load_local_defaults()
     _require("PostgreSQL", os.environ["WAREHOUSE_HOST"], os.environ["WAREHOUSE_PORT"])
     _require("MariaDB", os.environ["MYSQL_HOST"], os.environ["MYSQL_PORT"])
+    _require("The document store", "127.0.0.1", os.environ["DOCUMENTS_PORT"])
     suffix = uuid.uuid4().hex[:8]
     root = tmp_path_factory.mktemp("platform")
     env = {
         "WAREHOUSE_DB": f"t_wh_{suffix}", "OPS_POSTGRES_DB": f"t_ops_{suffix}", "MYSQL_DB": f"t_plant_{suffix}",
-        "DAGSTER_PG_DB": f"t_dagster_{suffix}",
+        "DAGSTER_PG_DB": f"t_dagster_{suffix}", "MONGODB_DATABASE": f"t_docs_{suffix}",
         "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"),
     }
     for key in PG_DATABASES:
@@ -161,6 +191,7 @@ def platform(tmp_path_factory) -> PlatformUnderTest:
         for key in PG_DATABASES:
             _pg_admin(f'DROP DATABASE IF EXISTS "{env[key]}" WITH (FORCE)')
         _mysql_admin(f"DROP DATABASE IF EXISTS `{env['MYSQL_DB']}`")
+        _drop_document_database(env["MONGODB_DATABASE"])
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ their own, so runs never see each other's messages.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import dagster as dg
@@ -13,7 +14,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from platform_assets.sources.config import load_catalogue
-from platform_assets.streaming.assets import build_streaming_definitions
+from platform_assets.streaming.assets import build_streaming_definitions, group_id
 from platform_assets.streaming.config import StreamCatalogue
 from platform_assets.streaming.produce import FleetStream, produce
 from resources import build_resources
@@ -22,24 +23,30 @@ from sensors.kafka_streams import build_stream_sensor
 STREAM = "sensor_readings"
 
 
-def renamed(streams: StreamCatalogue, suffix: str) -> StreamCatalogue:
+def renamed(streams: StreamCatalogue, suffix: str, mode: str = "micro_batch") -> StreamCatalogue:
+    """The catalogue on topics of its own (``suffix``), every stream in ``mode`` whatever the
+    committed catalogue says (the micro-batch tests drive the sensor and the job run by run)."""
     new = lambda t: f"{t}.{suffix}"
     return StreamCatalogue(
         topics={new(t): spec for t, spec in streams.topics.items()},
         alerts_topic=new(streams.alerts_topic),
-        streams={n: s.model_copy(update={"topic": new(s.topic)}) for n, s in streams.streams.items()},
+        streams={n: s.model_copy(update={"topic": new(s.topic), "mode": mode}) for n, s in streams.streams.items()},
     )
+
+
+def streaming_definitions(streams: StreamCatalogue) -> dg.Definitions:
+    """The streaming part of platform_assets/definitions.py: topic specs, stream assets, jobs, sensors."""
+    specs, assets, jobs = build_streaming_definitions(load_catalogue(), streams)
+    sensors = [build_stream_sensor(n, s, j.name, a.node_def.name)
+               for (n, s), a, j in zip(streams.streams.items(), assets, jobs)]
+    return dg.Definitions(assets=[*specs, *assets], jobs=jobs, sensors=sensors, resources=build_resources())
 
 
 class Harness:
     def __init__(self, streams: StreamCatalogue):
         self.streams = streams
-        sources = load_catalogue()
-        specs, assets, jobs = build_streaming_definitions(sources, streams)
-        self.asset_names = {n: a.node_def.name for n, a in zip(streams.streams, assets)}
-        sensors = [build_stream_sensor(n, s, j.name, a.node_def.name)
-                   for (n, s), a, j in zip(streams.streams.items(), assets, jobs)]
-        self.defs = dg.Definitions(assets=[*specs, *assets], jobs=jobs, sensors=sensors, resources=build_resources())
+        self.defs = streaming_definitions(streams)
+        self.asset_names = {n: f"stream_{n}" for n in streams.streams}
         self.repo = self.defs.get_repository_def()
         configured = build_resources(resolved=True)
         self.resources = {k: configured[k] for k in ("kafka", "warehouse")}
@@ -109,81 +116,38 @@ def lake_offsets(h: Harness, stream=STREAM) -> pd.DataFrame:
     return ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=["_partition", "_offset"]).to_pandas()
 
 
+def assert_exactly_once(h: Harness) -> dict[int, tuple[int, int]]:
+    """Every produced message once in the lake or among the dead letters, `streaming.batches` tiling
+    each partition from 0 to its high watermark, and the consumer group committed up to the end."""
+    marks = h.kafka.watermarks(h.topic())
+    offsets = lake_offsets(h)
+    assert not offsets.duplicated().any()
+    wh = h.resources["warehouse"]
+    dead = wh.query('SELECT partition, "offset" FROM streaming.dead_letters WHERE topic = %s', (h.topic(),))
+    landed = {(int(p), int(o)) for p, o in zip(offsets["_partition"], offsets["_offset"])}
+    landed_dead = {(int(p), int(o)) for p, o in zip(dead["partition"], dead["offset"])}
+    assert not landed & landed_dead
+    assert landed | landed_dead == {(p, o) for p, (_, high) in marks.items() for o in range(high)}
+    batches = wh.query("SELECT partition, start_offset, end_offset FROM streaming.batches WHERE topic = %s "
+                       "ORDER BY partition, start_offset", (h.topic(),))
+    for p, (_, high) in marks.items():
+        rows = batches[batches["partition"] == p]
+        ends = [0, *rows["end_offset"].tolist()]
+        assert rows["start_offset"].tolist() == ends[:-1] and ends[-1] == high, (p, rows)  # tiles [0, high)
+    used = {p: high for p, (_, high) in marks.items() if high > 0}
+    committed = h.kafka.committed(group_id(STREAM), h.topic())
+    assert {p: committed[p] for p in used} == used
+    return marks
+
+
 def send(h: Harness, count: int, malformed=0.0, anomalies=0.0, seed=1, clock=None) -> dict:
     source = FleetStream(STREAM, machines=4, seed=seed, malformed=malformed, anomalies=anomalies, clock=clock)
     return produce(h.kafka, h.topic(), source, rate=1e6, count=count, duration=None, progress=False)
 
 
-
-
-class TlsKafkaProxy:
-    """TLS in front of a plaintext Kafka-protocol broker (the local broker cannot serve TLS).
-
-    Requests pass through unchanged; in responses the broker's advertised ``host:port`` (Metadata,
-    FindCoordinator) becomes the proxy's, so every later connection of the client goes through TLS
-    too. Frames are forwarded whole: the replacement keeps their length.
-    """
-
-    def __init__(self, upstream: str, cert: str, key: str):
-        import asyncio
-        import ssl
-        import struct
-        import threading
-
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.connections = 0
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda loop, context: None)  # failed handshakes are expected in tests
-        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=ctx))
-        self.port = server.sockets[0].getsockname()[1]
-        self._from = host.encode() + struct.pack(">i", self.upstream[1])
-        self._to = host.encode() + struct.pack(">i", self.port)
-        self._server = server
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{self.upstream[0]}:{self.port}"
-
-    async def _handle(self, c_reader, c_writer):
-        import asyncio
-        import struct
-
-        self.connections += 1  # called once the TLS handshake has succeeded
-        u_reader, u_writer = await asyncio.open_connection(*self.upstream)
-
-        async def requests():
-            try:
-                while data := await c_reader.read(65536):
-                    u_writer.write(data)
-                    await u_writer.drain()
-            finally:
-                u_writer.close()
-
-        async def responses():
-            try:
-                while True:
-                    head = await u_reader.readexactly(4)
-                    body = await u_reader.readexactly(struct.unpack(">i", head)[0])
-                    c_writer.write(head + body.replace(self._from, self._to))
-                    await c_writer.drain()
-            finally:
-                c_writer.close()
-
-        await asyncio.gather(requests(), responses(), return_exceptions=True)
-
-    def close(self) -> None:
-        import asyncio
-
-        async def shutdown():
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+def drop_topics(admin, topics) -> None:
+    """Delete topics and wait for the broker's answers: a delete still in flight when its client is
+    garbage-collected can abort the interpreter (confluent-kafka)."""
+    for future in admin.delete_topics(list(topics)).values():
+        with contextlib.suppress(Exception):  # a topic already gone is fine at cleanup
+            future.result(15)

@@ -1,4 +1,5 @@
-"""The batch path against real PostgreSQL, MariaDB, the demo REST API and Spark."""
+"""The batch path against real PostgreSQL, MariaDB and the demo REST API, on the local default
+processing engine (DuckDB; Spark: test_engines_equal.py and test_spark_cluster.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import BATCH_GROUPS
 from tests.integration.conftest import DAYS, START
 from tests.integration.pipeline import check_results, failure_messages, run_assets
 
@@ -37,8 +39,7 @@ def first_run(batch_run):
 
 def test_every_asset_materialises_and_blocking_checks_pass(first_run):
     materialised = {e.asset_key.to_user_string() for e in first_run.get_asset_materialization_events()}
-    expected = {k.to_user_string() for k in dg.AssetSelection.groups(
-        "raw", "clean", "quarantine", "processed", "warehouse").resolve(
+    expected = {k.to_user_string() for k in dg.AssetSelection.groups(*BATCH_GROUPS).resolve(
         __import__("platform_assets.definitions", fromlist=["defs"]).defs.get_repository_def().asset_graph)}
     assert materialised == expected
     failed = {k for k, passed in check_results(first_run).items() if not passed}
@@ -82,6 +83,18 @@ def test_warehouse_aggregates_reconcile_with_the_sources(first_run, platform, wa
     logs = warehouse.query("SELECT sum(events) AS n FROM marts.app_log_daily_stats")
     valid_logs = len(data.app_logs) - (data.expected_bad_rows["app_logs"] - len(data.invalid_log_lines))
     assert int(logs["n"].iloc[0]) == valid_logs
+
+
+def test_processed_metadata_counts_the_sources_rows(first_run, platform):
+    from tests.integration.pipeline import metadata
+
+    data = platform.data
+    valid = len(data.sensor_readings) - data.expected_bad_rows["sensor_readings"]
+    meta = metadata(first_run, dg.AssetKey(["lake", "processed", "sensor_readings"]))
+    assert meta["engine"] == "duckdb"
+    assert meta["clean_rows"] == valid and meta["duplicates_removed"] == data.expected_duplicates
+    assert meta["dagster/row_count"] == valid - data.expected_duplicates
+    assert meta["outlier_readings"] > 0 and meta["readings_of_unregistered_machines"] >= 0
 
 
 def test_rerun_replaces_instead_of_duplicating(first_run, platform, warehouse):

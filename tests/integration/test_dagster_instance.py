@@ -7,16 +7,14 @@ dagster.yaml the demo uses, so what is asserted here is what `make demo` runs on
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from platform_assets.settings import PROJECT_ROOT
-from tests.integration.conftest import _pg_admin, pg_connect
+from tests.integration.conftest import own_dagster_home, pg_connect
 from tests.integration.pooled_job import MARKS_ENV, POOL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,17 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def pg_home(tmp_path_factory, platform):
-    db = f"t_dagster_{uuid.uuid4().hex[:8]}"
-    _pg_admin(f'CREATE DATABASE "{db}"')
-    home = tmp_path_factory.mktemp("dagster_home")
-    shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
-    saved = os.environ.get("DAGSTER_PG_DB")
-    os.environ["DAGSTER_PG_DB"] = db
-    try:
+    with own_dagster_home(tmp_path_factory) as (home, db):
         yield home, db
-    finally:
-        os.environ.pop("DAGSTER_PG_DB") if saved is None else os.environ.__setitem__("DAGSTER_PG_DB", saved)
-        _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def _query(db: str, sql: str, *args) -> list[tuple]:

@@ -137,11 +137,13 @@ def streamlit_server(first_training, tmp_path):
 
 
 def _wait_rendered(driver, title: str, timeout: float = 120) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.5)
+    # Streamlit re-renders while we look: a status widget found a moment ago may be gone; look again.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(ec.presence_of_element_located((By.XPATH, f"//h1[contains(normalize-space(.), '{title}')]")))
 
     def settled(d):  # the script finished: no "Running..." status widget, and it stays so for a moment

@@ -225,34 +225,14 @@ def test_tls_when_a_certificate_is_configured(first_training, tmp_path):
         stop_server(tls)
 
 
-@pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_fuzzing_the_openapi_schema_never_gives_a_server_error(server, mode):
-    """schemathesis generates valid and invalid bodies for /predict from the service's own OpenAPI schema."""
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis import GenerationMode
-
-    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
-    operation = schema["/predict"]["POST"]
-    failures, calls = [], []
-
-    @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
-    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    def fuzz(case):
-        response = case.call(base_url=server.url, headers=server.token("predict"), timeout=30)
-        calls.append(response.status_code)
-        if response.status_code >= 500:
-            failures.append((case.body, response.status_code, response.text[:300]))
-
-    fuzz()
-    assert len(calls) >= 20 and not failures, failures[:3]
+# The published contract (schemathesis with all its checks, overload) is tests/integration/test_serving_contract.py.
 
 
 def test_train_launches_ml_pipeline_in_dagster_and_reports_its_status(server, dagster_web, ml_env):
     resp = requests.post(f"{server.url}/train", json={}, headers=server.token("train"), timeout=60)
     assert resp.status_code == 200, resp.text
     run_id = resp.json()["run_id"]
-    deadline, status = time.monotonic() + 240, None
+    deadline, status = time.monotonic() + 480, None  # the whole ml_pipeline: ~60 s alone, minutes on a busy CI host
     while time.monotonic() < deadline:
         status = requests.get(f"{server.url}/train/{run_id}", headers=server.token("train"), timeout=30).json()["status"]
         if status in ("SUCCESS", "FAILURE", "CANCELED"):

@@ -19,7 +19,15 @@ from platform_assets.streaming.config import load_streams
 from platform_assets.streaming.topics import ensure_topics
 from resources.kafka import OffsetRange
 from resources.stream_store import StreamStore
-from tests.integration.streaming_harness import STREAM, Harness, _failure, lake_offsets, renamed, send
+from tests.integration.streaming_harness import (
+    STREAM,
+    Harness,
+    _failure,
+    drop_topics,
+    lake_offsets,
+    renamed,
+    send,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,7 +40,7 @@ def harness(platform, tmp_path, monkeypatch):
     h.lake_root = tmp_path / "lake"
     ensure_topics(h.kafka.admin(), streams.topics)
     yield h
-    h.kafka.admin().delete_topics(list(streams.topics))
+    drop_topics(h.kafka.admin(), streams.topics)
 
 
 def test_every_valid_message_lands_exactly_once_despite_a_failed_batch(harness, platform, monkeypatch):

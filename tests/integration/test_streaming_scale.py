@@ -1,5 +1,6 @@
-"""Kafka at scale against the real broker: partition counts per environment, parallel shards,
-partitions added while the platform runs, and TLS/SASL client settings end to end.
+"""Kafka at scale against the real broker: partition counts per environment, parallel shards, and
+partitions added while the platform runs (every client over the platform's settings: SASL_SSL
+locally; the broker's security itself is tests/integration/test_kafka_broker.py's).
 
 Exactly once is checked by (partition, offset): every produced message is in the lake or among the
 dead letters once, ``streaming.batches`` tiles each partition from 0 to its high watermark without
@@ -13,23 +14,20 @@ import uuid
 
 import dagster as dg
 import pytest
-from confluent_kafka import KafkaException
 
-from platform_assets.settings import setting
 from platform_assets.sources.config import load_catalogue
-from platform_assets.streaming.assets import group_id
 from platform_assets.streaming.config import StreamCatalogue, TopicSpec, apply_env_overrides, load_streams
 from platform_assets.streaming.produce import FleetStream
 from platform_assets.streaming.topics import ensure_topics
-from resources.kafka import KafkaResource, OffsetRange
+from resources import build_resources
+from resources.kafka import OffsetRange
 from resources.stream_store import StreamStore
-from tests.certificates import self_signed_tls
 from tests.integration.streaming_harness import (
     STREAM,
     Harness,
-    TlsKafkaProxy,
     _failure,
-    lake_offsets,
+    assert_exactly_once,
+    drop_topics,
     renamed,
     send,
 )
@@ -77,31 +75,9 @@ def produce_to(h: Harness, counts: dict[int, int], seed: int) -> None:
     assert producer.flush(30) == 0
 
 
-def assert_exactly_once(h: Harness) -> dict[int, tuple[int, int]]:
-    marks = h.kafka.watermarks(h.topic())
-    offsets = lake_offsets(h)
-    assert not offsets.duplicated().any()
-    wh = h.resources["warehouse"]
-    dead = wh.query('SELECT partition, "offset" FROM streaming.dead_letters WHERE topic = %s', (h.topic(),))
-    landed = {(int(p), int(o)) for p, o in zip(offsets["_partition"], offsets["_offset"])}
-    landed_dead = {(int(p), int(o)) for p, o in zip(dead["partition"], dead["offset"])}
-    assert not landed & landed_dead
-    assert landed | landed_dead == {(p, o) for p, (_, high) in marks.items() for o in range(high)}
-    batches = wh.query("SELECT partition, start_offset, end_offset FROM streaming.batches WHERE topic = %s "
-                       "ORDER BY partition, start_offset", (h.topic(),))
-    for p, (_, high) in marks.items():
-        rows = batches[batches["partition"] == p]
-        ends = [0, *rows["end_offset"].tolist()]
-        assert rows["start_offset"].tolist() == ends[:-1] and ends[-1] == high, (p, rows)  # tiles [0, high)
-    used = {p: high for p, (_, high) in marks.items() if high > 0}
-    committed = h.kafka.committed(group_id(STREAM), h.topic())
-    assert {p: committed[p] for p in used} == used
-    return marks
-
-
 def test_partition_counts_come_from_the_environment_and_topics_grow():
     """STREAM_TOPIC_PARTITIONS sizes topics per environment; ensure_topics grows, never shrinks."""
-    kafka = KafkaResource(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka = build_resources(resolved=True)["kafka"]  # the platform's client settings (SASL_SSL locally)
     base = renamed(load_streams(load_catalogue()), uuid.uuid4().hex[:8])
     topic = base.streams[STREAM].topic
     admin = kafka.admin()
@@ -115,7 +91,7 @@ def test_partition_counts_come_from_the_environment_and_topics_grow():
         assert ensure_topics(admin, two.topics)[topic] == "exists"  # partitions are never removed
         assert kafka.partitions(topic) == [0, 1, 2, 3, 4]
     finally:
-        admin.delete_topics(list(base.topics))
+        drop_topics(admin, base.topics)
 
 
 @pytest.mark.slow
@@ -185,41 +161,3 @@ def test_a_partition_added_while_running_is_read_from_offset_0_and_joins_a_shard
         assert result.success, _failure(result)
     assert h.drain() == []
     assert assert_exactly_once(h) == {0: (0, 340), 1: (0, 260), 2: (0, 150)}
-
-
-def test_tls_and_sasl_settings_reach_every_client_end_to_end(tmp_path):
-    """SASL_SSL with a CA made here: admin, producer, consumer (read, commit) all through TLS.
-
-    The local broker speaks plaintext only, so a TLS proxy made for the test terminates TLS in
-    front of it (and advertises itself, so no connection bypasses it). The broker accepts any
-    SASL/PLAIN credentials: this proves the client side, not the broker's authentication.
-    """
-    tls = self_signed_tls(tmp_path)
-    proxy = TlsKafkaProxy(setting("KAFKA_BOOTSTRAP_SERVERS"), tls["cert"], tls["key"])
-    secure = KafkaResource(bootstrap_servers=proxy.bootstrap, security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                           sasl_username="platform", sasl_password="secret", ssl_ca_location=tls["ca"],
-                           timeout_seconds=5)
-    topic = f"tls.{uuid.uuid4().hex[:8]}"
-    admin = secure.admin()
-    try:
-        assert {(b.host, b.port) for b in admin.list_topics(timeout=5).brokers.values()} == {("127.0.0.1", proxy.port)}
-        assert ensure_topics(admin, {topic: TopicSpec(partitions=2)})[topic] == "created"
-        assert secure.produce(topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(200)]) == 200
-        marks = secure.watermarks(topic)
-        assert sum(high for _, high in marks.values()) == 200
-        ranges = [OffsetRange(p, 0, high) for p, (_, high) in marks.items()]
-        assert len(secure.read_ranges(topic, ranges, timeout_seconds=20)) == 200
-        secure.commit("tls-test", topic, {r.partition: r.end for r in ranges})
-        assert secure.committed("tls-test", topic) == {r.partition: r.end for r in ranges}
-        assert proxy.connections > 0
-
-        # A client that does not trust the CA cannot talk to the broker at all.
-        (tmp_path / "other").mkdir()
-        other = self_signed_tls(tmp_path / "other")
-        untrusting = KafkaResource(bootstrap_servers=proxy.bootstrap, security_protocol="SSL",
-                                   ssl_ca_location=other["ca"], timeout_seconds=2)
-        with pytest.raises(KafkaException):
-            untrusting.admin().list_topics(timeout=2)
-    finally:
-        admin.delete_topics([topic])
-        proxy.close()

@@ -5,6 +5,7 @@ PGSSLMODE=verify-full and PGSSLROOTCERT, so every client of the platform verifie
 without code of its own. These tests show the connections are encrypted and that verification
 really refuses a server it cannot vouch for. Redis: a redis-server of the test's own on a TLS port,
 with certificates made here, read and written through the platform's online-store resource.
+Kafka's TLS, SASL and ACLs are enforced by the local Apache Kafka broker: test_kafka_broker.py.
 """
 
 from __future__ import annotations

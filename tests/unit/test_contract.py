@@ -106,3 +106,71 @@ def test_database_types_pass_through():
     result = apply_contract("db", frame, CONTRACT)
     assert result.clean["ts"].iloc[0] == pd.Timestamp("2026-11-01 05:00", tz="UTC")
     assert result.clean["count"].iloc[0] == 4 and result.quarantine.empty
+
+
+# -- null markers, date formats, declared columns absent ----------------------------------------
+def _frame(**columns):
+    n = len(next(iter(columns.values())))
+    return pd.DataFrame({**columns, "_source_file": "f.csv", "_source_row": range(2, 2 + n)})
+
+
+def test_default_null_markers_are_missing_values_not_broken_rows():
+    contract = Contract.model_validate({"columns": {"bmi": {"type": "float"}, "smoker": {"type": "string"}}})
+    result = apply_contract("d", _frame(bmi=["21.5", "NA", "N/A", "null", "NaN", ""],
+                                        smoker=["yes", "NA", "no", "null", "N/A", " "]), contract)
+    assert result.quarantine.empty
+    assert result.clean["bmi"].isna().tolist() == [False, True, True, True, True, True]
+    assert result.clean["smoker"].tolist() == ["yes", None, "no", None, None, None]
+
+
+def test_null_markers_per_source_and_per_column():
+    contract = Contract.model_validate({"null_values": ["-"], "columns": {
+        "a": {"type": "float"}, "code": {"type": "string", "null_values": ["?"]}}})
+    result = apply_contract("d", _frame(a=["1", "-", "NA"], code=["NA", "?", "-"], other=["-", "-", "x"]), contract)
+    # The source's markers replace the defaults ("NA" is a number no more); a column's replace the source's.
+    assert result.quarantine["reason"].tolist() == ["a: 'NA' is not a valid float"]
+    assert result.clean["a"].tolist()[0] == 1.0 and pd.isna(result.clean["a"].tolist()[1])
+    assert result.clean["code"].tolist() == ["NA", None]
+    strings = Contract.model_validate({"null_values": ["-"], "columns": {"code": {"type": "string", "null_values": ["?"]}}})
+    assert apply_contract("d", _frame(code=["-", "?"]), strings).clean["code"].tolist() == ["-", None]
+
+
+def test_required_column_with_a_null_marker_is_quarantined_as_missing():
+    contract = Contract.model_validate({"max_bad_fraction": 1.0, "columns": {"id": {"type": "int", "required": True}}})
+    result = apply_contract("d", _frame(id=["1", "NA"]), contract)
+    assert result.quarantine["reason"].tolist() == ["id: required value missing"]
+
+
+def test_date_format_per_column():
+    contract = Contract.model_validate({"max_bad_fraction": 1.0, "columns": {
+        "day": {"type": "date", "format": "%d/%m/%Y"}, "at": {"type": "timestamp", "format": "%Y/%m/%d %H.%M"}}})
+    result = apply_contract("d", _frame(day=["03/04/2024", "2024-04-03"], at=["2024/04/03 10.30", "2024/04/03 10.31"]),
+                            contract)
+    assert result.clean["day"].tolist() == [dt.date(2024, 4, 3)]
+    assert result.clean["at"].tolist() == [pd.Timestamp("2024-04-03 10:30", tz="UTC")]
+    assert result.quarantine["reason"].tolist() == ["day: '2024-04-03' is not a valid date"]
+
+
+def test_iso_and_common_date_forms_by_default():
+    contract = Contract.model_validate({"max_bad_fraction": 1.0, "columns": {"day": {"type": "date"}}})
+    slash = apply_contract("d", _frame(day=["2024/01/31", "2024-02-01", "2023/12/05"]), contract)
+    assert slash.clean["day"].tolist() == [dt.date(2024, 1, 31), dt.date(2024, 2, 1), dt.date(2023, 12, 5)]
+    # Day first, proven by 31/01: the whole column reads day first, never mixed row by row.
+    european = apply_contract("d", _frame(day=["31/01/2024", "03/04/2024", "5 Mar 2024", "soon"]), contract)
+    assert european.clean["day"].tolist() == [dt.date(2024, 1, 31), dt.date(2024, 4, 3)]
+    assert len(european.quarantine) == 2
+
+
+def test_declared_column_absent_is_reported_not_silent():
+    contract = Contract.model_validate({"columns": {"id": {"type": "int"}, "bmi": {"type": "float"}}})
+    result = apply_contract("d", _frame(id=["1", "2"]), contract)
+    assert result.missing_columns == ("bmi",)
+    assert result.clean["bmi"].isna().all() and result.quarantine.empty
+    assert apply_contract("d", _frame(id=["1"], bmi=["2"]), contract).missing_columns == ()
+
+
+def test_format_only_for_dates_and_must_be_strptime():
+    with pytest.raises(ValueError, match="format only applies to date and timestamp columns"):
+        Contract.model_validate({"columns": {"a": {"type": "float", "format": "%Y"}}})
+    with pytest.raises(ValueError, match="not a strptime format"):
+        Contract.model_validate({"columns": {"a": {"type": "date", "format": "YYYY/MM/DD"}}})

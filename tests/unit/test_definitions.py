@@ -47,3 +47,34 @@ def test_one_automation_sensor_runs_by_default_and_covers_conditioned_assets():
                    if node.automation_condition is not None}
     assert dg.AssetKey(["lake", "raw", "machines"]) in conditioned
     assert conditioned <= sensor.asset_selection.resolve(repo.asset_graph)
+
+
+def test_own_catalogue_folder_loads_alone_without_demo_assets(tmp_path, monkeypatch):
+    """PLATFORM_CATALOGUE_DIR: only the folder's sources and models; no demo marts, streams or schedule."""
+    from platform_assets.definitions import build_definitions
+
+    (tmp_path / "sources.yaml").write_text("""
+sources:
+  iris:
+    kind: json
+    path: /data/iris.json
+    contract: {columns: {petal_width: {type: float}, species: {type: string, required: true}}}
+""")
+    (tmp_path / "models.yaml").write_text("""
+feature_sets: {iris: {table: lake/clean/iris}}
+models:
+  species: {task: classification, feature_set: iris, target: species, algorithms: [random_forest],
+            selection_metric: accuracy, floor: 0.5}
+""")
+    monkeypatch.setenv("PLATFORM_CATALOGUE_DIR", str(tmp_path))
+    own = build_definitions()
+    dg.Definitions.validate_loadable(own)
+    repo = own.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"lake/raw/iris", "lake/clean/iris", "lake/features/iris", "ml/champion/species"} <= keys
+    assert not [k for k in keys if "sensor_readings" in k or "marts" in k or k.startswith("kafka")]
+    assert {s.name for s in repo.sensor_defs} == {"platform_automation", "record_run_failures"}
+    assert not [s.name for s in repo.schedule_defs if s.name.startswith("data_pipeline")]
+    (tmp_path / "models.yaml").unlink()
+    assert {k.to_user_string() for k in build_definitions().get_repository_def().asset_graph.get_all_asset_keys()} \
+        >= {"lake/raw/iris", "lake/clean/iris"}

@@ -295,7 +295,7 @@ def test_the_settings_use_the_platforms_variable_names():
     assert set(settings) - local - extra == set(), "unknown settings: a typo would be silently ignored"
     assert not [k for k in settings if re.search("PASSWORD|SECRET|TOKEN|KEY", k)], "secrets belong in Secrets"
     assert settings["PLATFORM_ENV"].upper() == "PROD" and settings["LAKE_ROOT"].startswith("s3://")
-    assert re.match(r"(spark|sc)://", settings["SPARK_MASTER"])
+    assert settings["PROCESSING_ENGINE"] == "spark" and re.match(r"(spark|sc)://", settings["SPARK_MASTER"])
     # The resources need every connection setting in PROD: the ConfigMap and the Secret cover them.
     needed = {k for k in local if re.match(r"(WAREHOUSE|OPS_POSTGRES|MYSQL|REDIS)_|KAFKA_BOOTSTRAP|MLFLOW_TRACKING", k)}
     missing = needed - set(settings) - documented_secrets()["platform-credentials"]

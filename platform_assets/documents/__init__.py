@@ -1,0 +1,1 @@
+"""Semi-structured records kept as documents (the document store), beside their typed lake tables."""

@@ -1,0 +1,153 @@
+"""One batch of a stream made durable: the exactly-once protocol, shared by both modes.
+
+The micro-batch asset (one Dagster run per batch) and the continuous consumer (one long-running run
+per shard) hand the messages of exact offset ranges to ``process_batch``, which does, in order:
+
+1. name the ranges in an intent (a consumer killed after this point is redone on exactly them);
+2. validate against the source contract: invalid messages become dead letters with their bytes;
+3. write Parquet to the lake, one file per range and event hour, named by the range (a redo
+   replaces its own files);
+4. detect anomalies and produce alerts to the alerts topic (at least once; keyed by a
+   deterministic alert id, so consumers deduplicate);
+5. in ONE warehouse transaction: the ranges, dead letters, window partials and alerts, only if the
+   ranges continue the durable offsets (else nothing is recorded and this batch's files go);
+6. only then commit the offsets to the consumer group (for lag monitoring).
+
+A failure before 5 records nothing, so the same ranges are read again; after 5 the data is durable
+and the next batch starts at the new durable end whatever happened to the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from platform_assets.metadata import frame_metadata
+from platform_assets.sources.config import Contract
+from platform_assets.streaming import microbatch as mb
+from platform_assets.streaming.config import StreamCatalogue, StreamConfig
+from resources.kafka import KafkaMessage, KafkaResource, OffsetRange
+from resources.lake import LakeResource
+from resources.stream_store import SCHEMA, BatchConflict, StreamStore, stats_view
+
+
+class Batch(NamedTuple):
+    """What one durable batch wrote, for its materialisation metadata."""
+
+    ranges: list[OffsetRange]
+    messages: int
+    valid: pd.DataFrame
+    dead: pd.DataFrame
+    files: dict[str, pd.DataFrame]
+    partials: pd.DataFrame | None
+    alerts: pd.DataFrame | None
+    started: pd.Timestamp
+    lake_at: pd.Timestamp
+    durable_at: pd.Timestamp
+
+
+class StreamTarget(NamedTuple):
+    """A stream with everything its batches need: catalogue entry, contract and asset keys."""
+
+    name: str
+    stream: StreamConfig
+    streams: StreamCatalogue
+    contract: Contract
+    keys: dict[str, dg.AssetKey]
+
+    @property
+    def lake_base(self) -> str:
+        return posixpath.join(*self.keys["lake"].path[1:])
+
+
+def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges: Sequence[OffsetRange], *,
+                  kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore,
+                  commit: Callable[[dict[int, int]], None], run_id: str | None) -> Batch:
+    """Steps 1-6 above for the messages of exactly ``ranges`` (see the module docstring)."""
+    name, stream, topic = target.name, target.stream, target.stream.topic
+    ranges = [r for r in ranges if r.end > r.start]
+    started = pd.Timestamp.now(tz="UTC")
+    stream_store.record_intent(topic, ranges, run_id)
+    decoded = mb.decode(messages, target.contract, topic)
+    valid, dead = decoded.valid, decoded.dead_letters
+    files = mb.lake_files(valid, target.lake_base, stream.event_time, ranges)
+    for rel, rows in files.items():
+        lake.write_parquet(rel, pa.Table.from_pandas(rows, preserve_index=False))
+    lake_at = pd.Timestamp.now(tz="UTC")
+
+    partials = mb.minute_partials(valid, stream, ranges) if stream.windows else None
+    alerts = None
+    if stream.anomalies:
+        since = valid[stream.event_time].min() - pd.Timedelta(minutes=stream.anomalies.history_minutes + 1) \
+            if len(valid) else started
+        history = stream_store.history(name, stream.key, sorted(valid[stream.key].unique()) if len(valid) else [],
+                                       since, ranges, topic)
+        frames = [h for h in (history, partials) if h is not None and len(h)]
+        history = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        alerts = mb.detect_anomalies(valid, history, stream, topic)
+        if len(alerts):
+            kafka.produce(target.streams.alerts_topic, (
+                (str(a.key).encode(), json.dumps({**a._asdict(), "event_time": a.event_time.isoformat(),
+                                                   "stream": name, "topic": topic}).encode())
+                for a in alerts.itertuples(index=False)))
+    counts = {r.partition: (int((valid[mb.PARTITION] == r.partition).sum()) if len(valid) else 0,
+                            int((dead["partition"] == r.partition).sum()))
+              for r in ranges}
+    try:
+        stream_store.record_batch(stream=name, topic=topic, ranges=ranges, counts=counts, dead_letters=dead,
+                                  partials=partials, alerts=alerts, key=stream.key,
+                                  signals=stream.windows.signals if stream.windows else (), run_id=run_id)
+    except BatchConflict as conflict:
+        # Another consumer recorded these partitions first: our files there are named by ranges
+        # that will never be recorded, so they go (theirs have other names).
+        for rel in files:
+            if int(posixpath.basename(rel)[1:].split("-")[0]) in conflict.partitions:
+                lake.delete_file(rel)
+        raise
+    durable_at = pd.Timestamp.now(tz="UTC")
+    commit({r.partition: r.end for r in ranges})
+    return Batch(ranges, len(messages), valid, dead, files, partials, alerts, started, lake_at, durable_at)
+
+
+def batch_metadata(target: StreamTarget, batch: Batch, lake: LakeResource) -> dict[str, dict]:
+    """Materialisation metadata per asset part (lake, dead_letters, windows, alerts) of one batch."""
+    valid, dead, files = batch.valid, batch.dead, batch.files
+    offsets_md = dg.MetadataValue.json([r._asdict() for r in batch.ranges])
+    if len(valid):
+        to_lake = (batch.lake_at - valid[target.stream.event_time]).dt.total_seconds()
+        kafka_to_durable = (batch.durable_at - valid[mb.KAFKA_TS]).dt.total_seconds()
+    else:
+        to_lake = kafka_to_durable = pd.Series(dtype=float)
+    base = target.lake_base
+    out = {
+        "lake": {
+            **frame_metadata(valid.drop(columns=[mb.KAFKA_TS])),
+            "offset_ranges": offsets_md, "messages": batch.messages, "dead_letters": len(dead),
+            "files_written": len(files),
+            "hours": dg.MetadataValue.json(sorted({posixpath.relpath(posixpath.dirname(f), base) for f in files})),
+            "event_to_lake_seconds_p50": float(to_lake.median()) if len(to_lake) else 0.0,
+            "event_to_lake_seconds_max": float(to_lake.max()) if len(to_lake) else 0.0,
+            "produce_to_durable_seconds_max": round(float(kafka_to_durable.max()), 3) if len(kafka_to_durable) else 0.0,
+            "batch_seconds": round((batch.durable_at - batch.started).total_seconds(), 3),
+            "path": dg.MetadataValue.path(lake.uri(base)),
+        },
+        "dead_letters": {
+            "dagster/row_count": len(dead), "offset_ranges": offsets_md,
+            "reasons": dg.MetadataValue.json(dead["reason"].str.split(":").str[0].value_counts().to_dict()
+                                             if len(dead) else {}),
+            "table": f"{SCHEMA}.dead_letters"},
+    }
+    if "windows" in target.keys:
+        out["windows"] = {"window_partials_written": len(batch.partials) if batch.partials is not None else 0,
+                          "offset_ranges": offsets_md, "table": f"{SCHEMA}.{stats_view(target.name)}"}
+    if "alerts" in target.keys:
+        out["alerts"] = {"dagster/row_count": len(batch.alerts) if batch.alerts is not None else 0,
+                         "offset_ranges": offsets_md, "topic": target.streams.alerts_topic,
+                         "table": f"{SCHEMA}.alerts"}
+    return out

@@ -1,0 +1,150 @@
+"""Small data through the platform vs. the same work in one plain pandas + scikit-learn process.
+
+Two of scikit-learn's bundled datasets (iris as a JSON array with string labels, diabetes as a CSV
+with NA markers, slash dates and free text: the files of tests/integration/test_own_data.py) go the
+way a user takes them: `python -m platform_assets.onboard`, then `dagster asset materialize` through
+the CLI for the sources and for the models (three candidates, challenger and champion each), on the
+real PostgreSQL and MLflow. The baseline reads the same files with pandas and fits the same three
+algorithms per dataset on a seeded split in one process, with no tracking. Prints each stage, the
+ratio, and as its last line one JSON object.
+
+    .venv/bin/python tests/benchmarks/bench_small_data.py [--default-executor]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from platform_assets.settings import load_local_defaults
+from tests.integration.test_own_data import IN_PROCESS, write_diabetes, write_iris
+
+DATASETS = {"iris": ("iris.json", "species", ("random_forest", "gradient_boosting", "logistic_regression")),
+            "diabetes": ("diabetes.csv", "progression", ("random_forest", "gradient_boosting", "linear_regression"))}
+
+
+def timed(args: list[str], env: dict) -> float:
+    import subprocess
+
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args[:4])} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def materialize(selection: list[str], env: dict, in_process: bool) -> float:
+    args = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "platform_assets.definitions",
+            "--select", ",".join(selection)]
+    return timed(args + (["--config-json", IN_PROCESS] if in_process else []), env)
+
+
+def baseline(root: Path) -> float:
+    """Read, clean and fit the same algorithms in one process (imports included, as the CLI pays them)."""
+    start = time.perf_counter()
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    iris = pd.read_json(root / "iris.json")
+    diabetes = pd.read_csv(root / "diabetes.csv", na_values=["NA", ""]).drop(columns=["note", "date"])
+    tasks = {"iris": (iris, "species", [RandomForestClassifier(random_state=0), HistGradientBoostingClassifier(),
+                                         LogisticRegression(max_iter=1000)]),
+             "diabetes": (diabetes, "progression", [RandomForestRegressor(random_state=0),
+                                                    HistGradientBoostingRegressor(), LinearRegression()])}
+    for frame, target, estimators in tasks.values():
+        X, y = frame.drop(columns=[target]), frame[target]
+        stratify = y if y.dtype == object else None
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=0, stratify=stratify)
+        for est in estimators:
+            prep = ColumnTransformer([("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                                       list(X.columns))])
+            make_pipeline(prep, est).fit(X_train, y_train).score(X_test, y_test)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--default-executor", action="store_true",
+                        help="also time the sources with Dagster's default multiprocess executor")
+    args = parser.parse_args()
+    load_local_defaults()
+    import psycopg2
+
+    root = Path(tempfile.mkdtemp(prefix="bench-small-"))
+    suffix = uuid.uuid4().hex[:8]
+    prefix = f"b{suffix[:6]}_"
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "PLATFORM_CATALOGUE_DIR": str(root / "catalogue"), "WAREHOUSE_DB": f"b_small_{suffix}",
+           "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"), "DAGSTER_HOME": str(home),
+           "MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"bench-{prefix}"}
+    for key in ("PLATFORM_SOURCES_FILE", "PLATFORM_STREAMS_FILE", "PLATFORM_MODELS_FILE"):
+        env.pop(key, None)
+    admin = psycopg2.connect(host=env["WAREHOUSE_HOST"], port=env["WAREHOUSE_PORT"], user=env["WAREHOUSE_USER"],
+                             password=env["WAREHOUSE_PASSWORD"], dbname=os.environ["WAREHOUSE_DB"])
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    write_iris(root / "iris.json")
+    write_diabetes(root / "diabetes.csv")
+    figures: dict[str, float] = {}
+    try:
+        figures["onboard"] = sum(
+            timed([sys.executable, "-m", "platform_assets.onboard", str(root / file), "--name", name, "--target",
+                   target, "--out", env["PLATFORM_CATALOGUE_DIR"]], env)
+            for name, (file, target, _) in DATASETS.items())
+        sources = [f"{zone}/{name}" for name in DATASETS for zone in ("lake/raw", "lake/clean", "warehouse/quarantine")]
+        if args.default_executor:
+            figures["sources_default_executor"] = materialize(sources, env, in_process=False)
+        figures["sources"] = materialize(sources, env, in_process=True)
+        models = {name: f"{name}_{target}" for name, (_, target, _) in DATASETS.items()}
+        selection = [f"lake/features/{n}" for n in DATASETS]
+        for name, (_, _, algorithms) in DATASETS.items():
+            selection += [f"ml/candidates/{models[name]}/{a}" for a in algorithms]
+            selection += [f"ml/{stage}/{models[name]}" for stage in ("challenger", "champion")]
+        figures["models"] = materialize(selection, env, in_process=True)
+        figures["baseline"] = baseline(root)
+    finally:
+        from resources.mlflow_tracking import MlflowResource
+
+        client = MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"]).client()
+        for m in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
+            client.delete_registered_model(m.name)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
+        admin.close()
+    platform = figures["sources"] + figures["models"]
+    print(f"{'stage':<28}{'seconds':>10}")
+    for stage, seconds in figures.items():
+        print(f"{stage:<28}{seconds:>10.1f}")
+    ratio = platform / figures["baseline"]
+    print(f"platform (sources + models, CLI, in-process executor): {platform:.1f} s; plain pandas + scikit-learn "
+          f"in one process: {figures['baseline']:.1f} s; ratio {ratio:.1f}x")
+    print(json.dumps({"figures_s": {k: round(v, 2) for k, v in figures.items()},
+                      "platform_s": round(platform, 2), "ratio_platform_over_baseline": round(ratio, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
