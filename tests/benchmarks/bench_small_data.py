@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from platform_assets.settings import load_local_defaults
-from tests.integration.test_own_data import IN_PROCESS, write_diabetes, write_iris
+from tests.integration.test_own_data import (
+    IN_PROCESS,
+    drop_own_environment,
+    own_environment,
+    write_diabetes,
+    write_iris,
+)
 
 DATASETS = {"iris": ("iris.json", "species", ("random_forest", "gradient_boosting", "logistic_regression")),
             "diabetes": ("diabetes.csv", "progression", ("random_forest", "gradient_boosting", "linear_regression"))}
@@ -87,25 +90,8 @@ def main() -> int:
     parser.add_argument("--default-executor", action="store_true",
                         help="also time the sources with Dagster's default multiprocess executor")
     args = parser.parse_args()
-    load_local_defaults()
-    import psycopg2
-
-    root = Path(tempfile.mkdtemp(prefix="bench-small-"))
-    suffix = uuid.uuid4().hex[:8]
-    prefix = f"b{suffix[:6]}_"
-    home = root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "PLATFORM_CATALOGUE_DIR": str(root / "catalogue"), "WAREHOUSE_DB": f"b_small_{suffix}",
-           "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"), "DAGSTER_HOME": str(home),
-           "MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"bench-{prefix}"}
-    for key in ("PLATFORM_SOURCES_FILE", "PLATFORM_STREAMS_FILE", "PLATFORM_MODELS_FILE"):
-        env.pop(key, None)
-    admin = psycopg2.connect(host=env["WAREHOUSE_HOST"], port=env["WAREHOUSE_PORT"], user=env["WAREHOUSE_USER"],
-                             password=env["WAREHOUSE_PASSWORD"], dbname=os.environ["WAREHOUSE_DB"])
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    env = own_environment(Path(tempfile.mkdtemp(prefix="bench-small-")), "b")
+    root = Path(env["PLATFORM_CATALOGUE_DIR"]).parent
     write_iris(root / "iris.json")
     write_diabetes(root / "diabetes.csv")
     figures: dict[str, float] = {}
@@ -126,14 +112,7 @@ def main() -> int:
         figures["models"] = materialize(selection, env, in_process=True)
         figures["baseline"] = baseline(root)
     finally:
-        from resources.mlflow_tracking import MlflowResource
-
-        client = MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"]).client()
-        for m in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
-            client.delete_registered_model(m.name)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
-        admin.close()
+        drop_own_environment(env)
     platform = figures["sources"] + figures["models"]
     print(f"{'stage':<28}{'seconds':>10}")
     for stage, seconds in figures.items():

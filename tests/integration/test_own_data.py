@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from platform_assets.settings import PROJECT_ROOT, load_local_defaults
-from tests.integration.conftest import pg_connect
+from tests.integration.conftest import _pg_admin, pg_connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,25 +66,40 @@ def run(args: list[str], env: dict, timeout: int = 60) -> subprocess.CompletedPr
                           check=False)
 
 
-@pytest.fixture(scope="module")
-def own(tmp_path_factory):
-    """Onboard both files into one catalogue folder; materialise sources, then models, via the CLI."""
+def own_environment(root: Path, tag: str) -> dict:
+    """The environment of a run on a catalogue folder of one's own under ``root``, nothing of the demo:
+    a warehouse database (created here), lake, file store, Dagster home and MLflow prefixes of its own."""
     load_local_defaults()
-    root = tmp_path_factory.mktemp("own_data")
     suffix = uuid.uuid4().hex[:8]
-    prefix = f"t{suffix[:6]}_"
+    prefix = f"{tag}{suffix[:6]}_"
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "PLATFORM_CATALOGUE_DIR": str(root / "catalogue"), "WAREHOUSE_DB": f"t_own_{suffix}",
+    env = {**os.environ, "PLATFORM_CATALOGUE_DIR": str(root / "catalogue"), "WAREHOUSE_DB": f"{tag}_own_{suffix}",
            "LAKE_ROOT": str(root / "lake"), "SOURCE_FILES_ROOT": str(root / "files"), "DAGSTER_HOME": str(home),
-           "MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"test-{prefix}"}
+           "MLFLOW_REGISTRY_PREFIX": prefix, "MLFLOW_EXPERIMENT_PREFIX": f"{tag}-{prefix}"}
     for key in ("PLATFORM_SOURCES_FILE", "PLATFORM_STREAMS_FILE", "PLATFORM_MODELS_FILE"):
         env.pop(key, None)
-    admin = pg_connect()
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    _pg_admin(f'CREATE DATABASE "{env["WAREHOUSE_DB"]}"')
+    return env
+
+
+def drop_own_environment(env: dict) -> None:
+    """Remove what ``own_environment`` made: its registered models and its warehouse database."""
+    from resources.mlflow_tracking import MlflowResource
+
+    client = MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"]).client()
+    for m in client.search_registered_models(filter_string=f"name LIKE '{env['MLFLOW_REGISTRY_PREFIX']}%'"):
+        client.delete_registered_model(m.name)
+    _pg_admin(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """Onboard both files into one catalogue folder; materialise sources, then models, via the CLI."""
+    root = tmp_path_factory.mktemp("own_data")
+    env = own_environment(root, "t")
+    prefix = env["MLFLOW_REGISTRY_PREFIX"]
     write_iris(root / "iris.json")
     diabetes = write_diabetes(root / "diabetes.csv")
     steps = {}
@@ -105,14 +120,7 @@ def own(tmp_path_factory):
                                       env)
         yield {"root": root, "env": env, "steps": steps, "prefix": prefix, "diabetes": diabetes}
     finally:
-        from resources.mlflow_tracking import MlflowResource
-
-        client = MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"]).client()
-        for m in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
-            client.delete_registered_model(m.name)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{env["WAREHOUSE_DB"]}" WITH (FORCE)')
-        admin.close()
+        drop_own_environment(env)
 
 
 def _quarantined(env: dict, table: str) -> int:
