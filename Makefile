@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE :=
 help:
 	@echo "make demo           install, start services, build every asset, serve the Dagster UI"
 	@echo "make test           install, start services, run the whole test suite"
-	@echo "make services-up    start PostgreSQL, MariaDB and the demo REST API on 127.0.0.1"
+	@echo "make services-up    start PostgreSQL, MariaDB, Kafka, the schema registry, Redis, MLflow, FerretDB, the demo API on 127.0.0.1"
 	@echo "make services-down  stop them"
 	@echo "make serve          the prediction service on 127.0.0.1:23001 (champions from .local/bentoml)"
 	@echo "make token          a bearer token (roles predict, train) for the prediction service"
@@ -21,8 +21,10 @@ help:
 	@echo "make onboard FILE=data.csv NAME=wine [TARGET=quality] [OUT=dir]   draft a catalogue folder from a file"
 
 # The environment from the lock file (uv itself from PyPI when missing), plus the local services:
-# their Debian packages, and Apache Kafka's jars from Maven Central (cached in .local/kafka, skipped
-# when present). Java 17 and Python 3.11 are expected on the machine.
+# their Debian packages, Apache Kafka's jars and Apicurio Registry from Maven Central (cached in
+# .local/kafka and .local/registry, skipped when present), Spark's s3a and Kafka connector jars from
+# Maven Central (.local/spark-jars), FerretDB from the Go module proxy.
+# Java 17 (Java 21+ for the registry) and Python 3.11 are expected on the machine.
 install:
 	@command -v java >/dev/null 2>&1 || { echo "Java 17 is required for Spark and Kafka (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from platform_assets import namespace
 from platform_assets.settings import load_local_defaults
 
 EMPTY_HINT = "Nothing materialised yet: run `make demo`"
@@ -25,7 +26,7 @@ WAREHOUSE_SCHEMAS = ("marts", "quarantine")
 # Settings the dashboard's data depend on: part of every cache key, so a change of database (or a
 # test session with its own) never serves another platform's cached frames.
 SETTINGS = ("WAREHOUSE_HOST", "WAREHOUSE_PORT", "WAREHOUSE_DB", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_PREFIX",
-            "LAKE_ROOT", "KAFKA_BOOTSTRAP_SERVERS", "PLATFORM_MODELS_FILE")
+            "LAKE_ROOT", "KAFKA_BOOTSTRAP_SERVERS", "PLATFORM_MODELS_FILE", namespace.SETTING)
 
 # MLflow retries an unreachable server for minutes by default; a dashboard must answer quickly.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -95,12 +96,21 @@ def _warehouse_reason(exc: BaseException) -> str:
     return f"{EMPTY_HINT} (warehouse: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
 
 
+def _s(name: str) -> str:
+    """A warehouse schema in this process's namespace (``marts``, or ``acme_marts``)."""
+    return namespace.schema(name)
+
+
 def _tables(schemas: tuple[str, ...]) -> pd.DataFrame:
-    return _query(
-        "SELECT t.table_schema AS schema, t.table_name AS table, "
+    """Tables of the (logical) ``schemas``: ``schema`` as the pages name it, ``physical`` on the server."""
+    physical = {_s(name): name for name in schemas}
+    frame = _query(
+        "SELECT t.table_schema AS physical, t.table_name AS table, "
         "bool_or(c.column_name = 'date') AS has_date FROM information_schema.tables t "
         "JOIN information_schema.columns c USING (table_schema, table_name) "
-        "WHERE t.table_schema = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2", (list(schemas),))
+        "WHERE t.table_schema = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2", (list(physical),))
+    frame.insert(0, "schema", frame["physical"].map(physical))
+    return frame
 
 
 # -- data overview -------------------------------------------------------------------------------
@@ -117,7 +127,7 @@ def warehouse_tables(schemas: tuple[str, ...] = WAREHOUSE_SCHEMAS) -> Loaded:
         rows = []
         with wh.connect() as conn, conn.cursor() as cur:
             for t in tables.itertuples(index=False):
-                ident = q.Identifier(t.schema, t.table)
+                ident = q.Identifier(t.physical, t.table)
                 latest = q.SQL("max(date)") if t.has_date else q.SQL("NULL::date")
                 cur.execute(q.SQL("SELECT count(*), {} FROM {}").format(latest, ident))
                 n, last = cur.fetchone()
@@ -142,11 +152,11 @@ def quarantine_summary(top: int = 3) -> Loaded:
             with wh.connect() as conn, conn.cursor() as cur:
                 for t in tables.itertuples(index=False):
                     cur.execute(q.SQL("SELECT reason, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC, 1")
-                                .format(q.Identifier("quarantine", t.table)))
+                                .format(q.Identifier(t.physical, t.table)))
                     reasons = cur.fetchall()
                     latest = None
                     if t.has_date:
-                        cur.execute(q.SQL("SELECT max(date) FROM {}").format(q.Identifier("quarantine", t.table)))
+                        cur.execute(q.SQL("SELECT max(date) FROM {}").format(q.Identifier(t.physical, t.table)))
                         latest = cur.fetchone()[0]
                     rows.append({"source": t.table, "rows": int(sum(n for _, n in reasons)), "latest_date": latest,
                                  "top_reasons": "; ".join(f"{r} ({n})" for r, n in reasons[:top]),
@@ -168,7 +178,7 @@ def quarantine_reasons() -> Loaded:
         from psycopg2 import sql as q
 
         parts = [q.SQL("SELECT {} AS source, reason, count(*) AS rows FROM {} GROUP BY 1, 2")
-                 .format(q.Literal(t), q.Identifier("quarantine", t)) for t in tables["table"]]
+                 .format(q.Literal(t), q.Identifier(_s("quarantine"), t)) for t in tables["table"]]
         wh = _resource("warehouse")
         with wh.connect() as conn:
             stmt = q.SQL(" UNION ALL ").join(parts).as_string(conn)
@@ -183,7 +193,8 @@ def machines() -> Loaded:
     """Machines with their sites (``marts.dim_machines``), for the sidebar filters."""
     columns = ["machine_id", "site_id", "site_name"]
     try:
-        frame = _query("SELECT machine_id, site_id, site_name FROM marts.dim_machines ORDER BY site_id, machine_id")
+        frame = _query(f"SELECT machine_id, site_id, site_name FROM {_s('marts')}.dim_machines "
+                       "ORDER BY site_id, machine_id")
         return Loaded(frame) if not frame.empty else _empty(f"{EMPTY_HINT} (marts.dim_machines is empty)", columns)
     except _db_errors() as exc:
         return _empty(_warehouse_reason(exc), columns)
@@ -351,7 +362,7 @@ def served_predictions() -> Loaded:
     return _warehouse_query(
         "SELECT date_trunc('minute', predicted_at) AS minute, model, version, count(*) AS predictions, "
         "avg(probability) AS mean_probability, avg((prediction >= 0.5)::int) AS positive_share "
-        "FROM serving.predictions GROUP BY 1, 2, 3 ORDER BY 1", (),
+        f"FROM {_s('serving')}.predictions GROUP BY 1, 2, 3 ORDER BY 1", (),
         ["minute", "model", "version", "predictions", "mean_probability", "positive_share"],
         missing="No predictions served yet: call the prediction service (`make demo` prints a curl)",
         empty="No predictions served yet")
@@ -386,7 +397,7 @@ def events_per_minute(since: pd.Timestamp | None = None, machine_ids: list[str] 
     params = (_window(since).to_pydatetime(), *([list(machine_ids)] if machine_ids else []))
     return _streaming_query(
         f"SELECT window_start AS minute, sum(events)::bigint AS events, count(DISTINCT machine_id) AS machines "
-        f"FROM streaming.sensor_readings_minute_stats WHERE {where} GROUP BY 1 ORDER BY 1",
+        f"FROM {_s('streaming')}.sensor_readings_minute_stats WHERE {where} GROUP BY 1 ORDER BY 1",
         params, ["minute", "events", "machines"], "windowed readings")
 
 
@@ -394,7 +405,7 @@ def batches_per_minute(since: pd.Timestamp | None = None) -> Loaded:
     """Messages recorded per minute and stream by the micro-batches (``streaming.batches``)."""
     return _streaming_query(
         "SELECT date_trunc('minute', written_at) AS minute, stream, sum(valid_messages)::bigint AS valid, "
-        "sum(dead_letters)::bigint AS dead_letters, count(DISTINCT run_id) AS runs FROM streaming.batches "
+        f"sum(dead_letters)::bigint AS dead_letters, count(DISTINCT run_id) AS runs FROM {_s('streaming')}.batches "
         "WHERE written_at >= %s GROUP BY 1, 2 ORDER BY 1, 2",
         (_window(since).to_pydatetime(),), ["minute", "stream", "valid", "dead_letters", "runs"], "micro-batches")
 
@@ -403,7 +414,7 @@ def dead_letters(since: pd.Timestamp | None = None) -> Loaded:
     """Dead letters per minute, stream and reason (``streaming.dead_letters``)."""
     return _streaming_query(
         "SELECT date_trunc('minute', recorded_at) AS minute, stream, reason, count(*) AS messages "
-        "FROM streaming.dead_letters WHERE recorded_at >= %s GROUP BY 1, 2, 3 ORDER BY 1",
+        f"FROM {_s('streaming')}.dead_letters WHERE recorded_at >= %s GROUP BY 1, 2, 3 ORDER BY 1",
         (_window(since).to_pydatetime(),), ["minute", "stream", "reason", "messages"], "dead letters")
 
 
@@ -413,7 +424,7 @@ def alerts(since: pd.Timestamp | None = None, machine_ids: list[str] | None = No
     params = (_window(since).to_pydatetime(), *([list(machine_ids)] if machine_ids else []))
     return _streaming_query(
         f"SELECT event_time, stream, key, signal, value, baseline_mean, zscore, topic, partition, \"offset\" "
-        f"FROM streaming.alerts WHERE {where} ORDER BY event_time",
+        f"FROM {_s('streaming')}.alerts WHERE {where} ORDER BY event_time",
         params, ["event_time", "stream", "key", "signal", "value", "baseline_mean", "zscore", "topic", "partition",
                  "offset"], "alerts")
 
@@ -421,9 +432,10 @@ def alerts(since: pd.Timestamp | None = None, machine_ids: list[str] | None = No
 def streaming_latest() -> pd.Timestamp | None:
     """The newest streaming timestamp (for ranges relative to the data, not the wall clock)."""
     try:
-        frame = _query("SELECT greatest((SELECT max(written_at) FROM streaming.batches), "
-                       "(SELECT max(event_time) FROM streaming.alerts), "
-                       "(SELECT max(window_start) FROM streaming.sensor_readings_minute_stats)) AS latest")
+        st = _s("streaming")
+        frame = _query(f"SELECT greatest((SELECT max(written_at) FROM {st}.batches), "
+                       f"(SELECT max(event_time) FROM {st}.alerts), "
+                       f"(SELECT max(window_start) FROM {st}.sensor_readings_minute_stats)) AS latest")
     except _db_errors():
         return None
     value = frame["latest"].iloc[0] if not frame.empty else None

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dagster as dg
 
+from jobs.executor import with_default
 from platform_assets.policies import PARTITIONS_NAMED_EXECUTOR
 
 BATCH_GROUPS = ("raw", "clean", "quarantine", "documents", "processed", "warehouse")
 
-# The whole batch path: sources → lake → Spark → warehouse. Partitioned assets run as one range per
-# run (their backfill policy); unpartitioned ones (machine register, sites, failures) refresh with it.
-# A run must name its day or range (tags): one without fails before any step, saying how to name them.
-data_pipeline = dg.define_asset_job(
-    name="data_pipeline",
-    selection=dg.AssetSelection.groups(*BATCH_GROUPS),
-    description="The batch path: sources → raw and clean lake → Spark → PostgreSQL warehouse. "
-                "Name a partition (tag dagster/partition) or a range (dagster/asset_partition_range_start/end).",
-    tags={"dagster/max_retries": 1},
-    executor_def=PARTITIONS_NAMED_EXECUTOR,
-)
+
+def build_data_pipeline(executor: str = "multiprocess") -> dg.UnresolvedAssetJobDefinition:
+    """The whole batch path: sources → lake → Spark → warehouse. Partitioned assets run as one range per
+    run (their backfill policy); unpartitioned ones (machine register, sites, failures) refresh with it.
+    A run must name its day or range (tags): one without fails before any step, saying how to name them.
+    ``executor``: the default of its run config (``PLATFORM_EXECUTOR``, jobs/executor.py)."""
+    return dg.define_asset_job(
+        name="data_pipeline",
+        selection=dg.AssetSelection.groups(*BATCH_GROUPS),
+        description="The batch path: sources → raw and clean lake → Spark → PostgreSQL warehouse. "
+                    "Name a partition (tag dagster/partition) or a range (dagster/asset_partition_range_start/end).",
+        tags={"dagster/max_retries": 1},
+        executor_def=with_default(PARTITIONS_NAMED_EXECUTOR, executor),
+    )
 
 
 def build_schedules(partitions: dg.PartitionsDefinition) -> list[dg.ScheduleDefinition]:

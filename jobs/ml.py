@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from platform_assets import namespace
 from resources.warehouse import WarehouseResource
 
 ml_pipeline = dg.define_asset_job(
@@ -44,4 +45,4 @@ def record_run_failures(context: dg.RunFailureSensorContext, warehouse: Warehous
         "failed_at": pd.Timestamp.now(tz="UTC"),
     } for e in steps] or [{"run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name, "step": None,
                            "error": _run_error(context.failure_event)[:4000], "failed_at": pd.Timestamp.now(tz="UTC")}])
-    warehouse.append("ops", "run_failures", rows)
+    warehouse.append(namespace.schema("ops"), "run_failures", rows)

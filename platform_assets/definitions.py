@@ -3,14 +3,17 @@
 Built from whatever catalogues this environment has (``platform_assets.catalogue``): the demo's by
 default, or only one's own with ``PLATFORM_CATALOGUE_DIR``. Each part is built only when its inputs
 are there: the demo's Spark marts when the catalogue holds their sources, streams when a streams
-file exists, the daily schedule when some source is partitioned.
+file exists, the daily schedule when some source is partitioned. The default executor comes from
+``jobs/executor.py`` (``PLATFORM_EXECUTOR``); the names on the servers from ``PLATFORM_NAMESPACE``
+(``platform_assets/namespace.py``).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from jobs import build_schedules, data_pipeline
+from jobs import build_data_pipeline, build_schedules
+from jobs.executor import default_executor, executor_kind
 from jobs.ml import ml_pipeline, ml_weekly, record_run_failures
 from platform_assets.batch.assets import build_batch_assets
 from platform_assets.catalogue import load_catalogues
@@ -51,13 +54,18 @@ def build_definitions() -> dg.Definitions:
     partitions = daily_partitions(catalogue) if catalogue.partitions else None
     batch = build_batch_assets(catalogue, partitions) if catalogues.has_demo_marts else []
     stream_assets, stream_jobs, stream_sensors = _streaming(catalogues)
+    executor = executor_kind(own_catalogue=not catalogues.has_demo_marts)
     return dg.Definitions(
         assets=[*build_source_assets(catalogue), *build_document_assets(catalogue, partitions), *batch, *stream_assets,
                 *build_ml_assets(models), *build_packaging_assets(models)],
-        jobs=[data_pipeline, *stream_jobs, ml_pipeline],
+        jobs=[build_data_pipeline(executor), *stream_jobs, ml_pipeline],
         schedules=[*(build_schedules(partitions) if partitions else []), ml_weekly],
         sensors=[automation_sensor, *stream_sensors, record_run_failures],
         resources=build_resources(),
+        # Jobs without their own executor (the CLI's and the UI's asset runs, ml_pipeline) and
+        # data_pipeline: in-process for a catalogue of one's own, multiprocess for the demo, or as
+        # PLATFORM_EXECUTOR says; a run's own config still chooses.
+        executor=default_executor(executor),
     )
 
 

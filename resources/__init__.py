@@ -10,7 +10,8 @@ import os
 
 import dagster as dg
 
-from platform_assets.settings import load_local_defaults
+from platform_assets import namespace
+from platform_assets.settings import load_local_defaults, setting
 from resources.documents import DocumentStoreResource
 from resources.engine import ProcessingEngine
 from resources.kafka import KafkaResource
@@ -48,7 +49,10 @@ def build_resources(resolved: bool = False) -> dict:
     resources are then usable as they are, with no Dagster instance behind them."""
     load_local_defaults()
     env = _Settings(resolved)
-    lake = LakeResource(root=env("LAKE_ROOT"))
+    # PLATFORM_NAMESPACE (platform_assets/namespace.py): checked here, so a bad value fails the load
+    # with its name; with one, the lake is <LAKE_ROOT>/namespaces/<ns> (a lake on a shared object store).
+    ns = namespace.current()
+    lake = LakeResource(root=namespace.lake_root(setting("LAKE_ROOT"), ns) if ns else env("LAKE_ROOT"))
     warehouse = _db("WAREHOUSE", WarehouseResource, env)
     spark = SparkResource(master=env("SPARK_MASTER"), lake_access=env("SPARK_LAKE_ACCESS"))
     return {

@@ -4,7 +4,8 @@ dagster-mlflow offers only the legacy ``mlflow_tracking`` resource (op-centric, 
 an end-of-run hook; this small resource gives assets what they need instead: a run per
 materialisation tagged with the Dagster run, asset and partitions, models logged with signature and
 input example and registered as versions, and alias moves. Its settings come from the environment
-like every other resource (``MLFLOW_TRACKING_URI``).
+like every other resource (``MLFLOW_TRACKING_URI``); experiment and registered model names follow
+``PLATFORM_NAMESPACE`` (platform_assets/namespace.py), so namespaces share one server.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+from platform_assets import namespace
 from platform_assets.settings import PROJECT_ROOT
 
 CHAMPION = "champion"
-REGISTRY_SEPARATORS = "._-/"
+REGISTRY_SEPARATORS = namespace.REGISTRY_SEPARATORS
 
 
-def registered_name(prefix: str, model: str) -> str:
-    """The registry name of ``model`` under ``prefix``: ``acme`` and ``temp_max`` give ``acme.temp_max``;
-    a prefix that already ends in a separator (``staging_``, ``acme.``) is used as it is."""
-    if not prefix:
-        return model
-    return f"{prefix}{model}" if prefix[-1] in REGISTRY_SEPARATORS else f"{prefix}.{model}"
+def registered_name(prefix: str, model: str, ns: str | None = None) -> str:
+    """The registry name of ``model`` under ``prefix`` and this process's namespace (``ns=None``):
+    ``acme`` and ``temp_max`` give ``acme.temp_max``; a prefix that already ends in a separator
+    (``staging_``, ``acme.``) is used as it is; ``PLATFORM_NAMESPACE=team`` makes it ``acme.team.temp_max``
+    (the rule: ``platform_assets.namespace.registered_model``)."""
+    return namespace.registered_model(model, prefix, ns)
 
 
 @functools.cache
@@ -52,6 +54,10 @@ class MlflowResource(dg.ConfigurableResource):
     def registered_name(self, model: str) -> str:
         return registered_name(self.registry_prefix, model)
 
+    def experiment_name(self, experiment: str) -> str:
+        """``<experiment_prefix>/<experiment>``, with this process's namespace between the two."""
+        return namespace.experiment(experiment, self.experiment_prefix)
+
     def _mlflow(self):
         import mlflow
 
@@ -67,7 +73,7 @@ class MlflowResource(dg.ConfigurableResource):
     def run(self, context: dg.AssetExecutionContext, experiment: str, run_name: str, tags: dict | None = None) -> Iterator:
         """An MLflow run tagged with where it came from in Dagster."""
         mlflow = self._mlflow()
-        mlflow.set_experiment(f"{self.experiment_prefix}/{experiment}")
+        mlflow.set_experiment(self.experiment_name(experiment))
         key = context.asset_key.to_user_string() if len(context.assets_def.keys) == 1 else context.op.name
         base_tags = {"dagster.run_id": context.run_id, "dagster.asset": key, "dagster.job": context.job_name,
                      "code_version": code_version()}
@@ -127,13 +133,19 @@ class MlflowResource(dg.ConfigurableResource):
         return str(registered.version)
 
     def champion(self, registered_name: str):
-        """The version the ``champion`` alias points to, or None."""
+        """The version the ``champion`` alias points to, or None when there is really none yet.
+
+        Only "no such model" (RESOURCE_DOES_NOT_EXIST) and "no such alias" (INVALID_PARAMETER_VALUE) mean
+        no champion; an unreachable server or a 5xx is raised, or the gate would take an outage for "no
+        champion" and promote a challenger never compared with the real one."""
         from mlflow.exceptions import MlflowException
 
         try:
             return self.client().get_model_version_by_alias(registered_name, CHAMPION)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
 
     def load(self, registered_name: str, version: str):
         return self._mlflow().sklearn.load_model(f"models:/{registered_name}/{version}")

@@ -23,10 +23,12 @@ import pandas as pd
 from psycopg2 import sql as q
 from pydantic import PrivateAttr
 
+from platform_assets import namespace
 from resources.kafka import OffsetRange
 from resources.warehouse import WarehouseResource
 
-SCHEMA = "streaming"
+# "streaming", or "<ns>_streaming" under PLATFORM_NAMESPACE (platform_assets/namespace.py).
+SCHEMA = namespace.schema("streaming")
 
 _DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
@@ -55,6 +57,21 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.alerts (
     topic text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
     run_id text, detected_at timestamptz NOT NULL DEFAULT now()
 );
+"""
+# Predictions on the stream: one per scored reading and model (a redone batch overwrites its own),
+# traced to the reading's offset and the model version; model alerts go to the alerts table beside
+# the z-score ones, with the model version and threshold that raised them.
+_PREDICTIONS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA}.predictions (
+    prediction_id text PRIMARY KEY, stream text NOT NULL, key text NOT NULL, event_time timestamptz NOT NULL,
+    as_of timestamptz, model text NOT NULL, model_version text NOT NULL, score double precision NOT NULL,
+    threshold double precision, alert boolean NOT NULL,
+    topic text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
+    features_updated_at timestamptz, run_id text, recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS predictions_recent ON {SCHEMA}.predictions (recorded_at);
+ALTER TABLE {SCHEMA}.alerts ADD COLUMN IF NOT EXISTS model_version text;
+ALTER TABLE {SCHEMA}.alerts ADD COLUMN IF NOT EXISTS threshold double precision;
 """
 
 
@@ -171,6 +188,15 @@ class StreamStore(dg.ConfigurableResource):
             cur.execute(f"SELECT partition, max(end_offset) FROM {SCHEMA}.batches WHERE topic = %s GROUP BY 1", (topic,))
             return {int(p): int(e) for p, e in cur.fetchall()}
 
+    def recorded_ranges(self, topic: str) -> set[tuple[int, int, int]]:
+        """Every durable (partition, start, end) of a topic: the lake files compaction may rewrite."""
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.batches",))
+            if cur.fetchone()[0] is None:
+                return set()
+            cur.execute(f"SELECT partition, start_offset, end_offset FROM {SCHEMA}.batches WHERE topic = %s", (topic,))
+            return {(int(p), int(s), int(e)) for p, s, e in cur.fetchall()}
+
     def history(self, stream: str, key: str, keys: Sequence[str], since: pd.Timestamp,
                 exclude: Sequence[OffsetRange], topic: str) -> pd.DataFrame:
         """Window partials of ``keys`` since ``since`` from earlier batches (this batch's ranges excluded)."""
@@ -190,7 +216,7 @@ class StreamStore(dg.ConfigurableResource):
     def record_batch(
         self, *, stream: str, topic: str, ranges: Sequence[OffsetRange], counts: dict[int, tuple[int, int]],
         dead_letters: pd.DataFrame, partials: pd.DataFrame | None, alerts: pd.DataFrame | None,
-        key: str | None, signals: Sequence[str] = (), run_id: str,
+        key: str | None, signals: Sequence[str] = (), run_id: str, predictions: pd.DataFrame | None = None,
     ) -> None:
         """One transaction: the batch's ranges, dead letters, window partials and alerts.
 
@@ -229,16 +255,60 @@ class StreamStore(dg.ConfigurableResource):
                     )
                 if partials is not None and len(partials):
                     _upsert_partials(cur, stream, key, partials)
+                if predictions is not None:
+                    _ensure_predictions(cur)
+                    _upsert_predictions(cur, stream, topic, predictions, run_id)
                 if alerts is not None:
+                    model_alerts = "model_version" in alerts.columns
+                    if model_alerts:
+                        _ensure_predictions(cur)
                     for a in alerts.itertuples(index=False):
                         cur.execute(
                             f"INSERT INTO {SCHEMA}.alerts (alert_id, stream, key, event_time, signal, value, "
-                            "baseline_mean, baseline_std, zscore, topic, partition, \"offset\", run_id) "
-                            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (alert_id) DO NOTHING",
-                            (a.alert_id, stream, str(a.key), a.event_time.to_pydatetime(), a.signal, a.value,
-                             a.baseline_mean, a.baseline_std, a.zscore, topic, a.partition, a.offset, run_id),
+                            "baseline_mean, baseline_std, zscore, topic, partition, \"offset\", run_id"
+                            + (", model_version, threshold" if model_alerts else "") + ") "
+                            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s" + (",%s,%s" if model_alerts else "")
+                            + ") ON CONFLICT (alert_id) DO NOTHING",
+                            (a.alert_id, stream, str(a.key), pd.Timestamp(a.event_time).to_pydatetime(), a.signal,
+                             _num(a.value), _num(a.baseline_mean), _num(a.baseline_std), _num(a.zscore), topic,
+                             int(a.partition), int(a.offset), run_id,
+                             *((None if pd.isna(a.model_version) else str(a.model_version), _num(a.threshold))
+                               if model_alerts else ())),
                         )
             conn.commit()
+
+    def hour_sums(self, stream: str, key: str, keys: Sequence[str], since: pd.Timestamp,
+                  exclude: Sequence[OffsetRange], columns: Sequence[str]) -> pd.DataFrame:
+        """Per key and hour since ``since``: count, sum and max of each column, from the window partials of
+        earlier batches (this batch's ranges excluded): the rolling state of the online features."""
+        table = q.Identifier(SCHEMA, partials_table(stream))
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.{partials_table(stream)}",))
+            if cur.fetchone()[0] is None or not keys:
+                return pd.DataFrame()
+            aggs = [q.SQL("sum({n})::bigint AS {n}, sum({s}) AS {s}, max({m}) AS {m}").format(
+                n=q.Identifier(f"{c}_n"), s=q.Identifier(f"{c}_sum"), m=q.Identifier(f"{c}_max")) for c in columns]
+            excluded = [(r.partition, r.start) for r in exclude] or [(-1, -1)]
+            cur.execute(
+                q.SQL("SELECT {k}, date_trunc('hour', window_start) AS hour, {} FROM {} WHERE {k} = ANY(%s) "
+                      "AND window_start >= %s AND (partition, start_offset) NOT IN %s GROUP BY 1, 2")
+                .format(q.SQL(", ").join(aggs), table, k=q.Identifier(key)),
+                (list(keys), since.to_pydatetime(), tuple(excluded)))
+            frame = pd.DataFrame.from_records(cur.fetchall(), columns=[d[0] for d in cur.description])
+            if len(frame):
+                frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+            return frame
+
+    def predictions(self, stream: str, since: pd.Timestamp | None = None, limit: int = 1000) -> pd.DataFrame:
+        """The latest predictions of a stream (newest first), for dashboards and tests."""
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.predictions",))
+            if cur.fetchone()[0] is None:
+                return pd.DataFrame(columns=["prediction_id"])
+            cur.execute(f"SELECT * FROM {SCHEMA}.predictions WHERE stream = %s AND recorded_at >= %s "
+                        "ORDER BY recorded_at DESC LIMIT %s",
+                        (stream, (since or pd.Timestamp(0, tz="UTC")).to_pydatetime(), limit))
+            return pd.DataFrame.from_records(cur.fetchall(), columns=[d[0] for d in cur.description])
 
 
 def _ensure_ddl(cur) -> None:
@@ -247,6 +317,33 @@ def _ensure_ddl(cur) -> None:
     if cur.fetchone()[0] is None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{SCHEMA}.ddl",))
         cur.execute(_DDL)
+
+
+def _num(value):
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _ensure_predictions(cur) -> None:
+    """The predictions table and the model columns of alerts, added once to an existing schema."""
+    cur.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.predictions",))
+    if cur.fetchone()[0] is None:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{SCHEMA}.ddl",))
+        cur.execute(_PREDICTIONS_DDL)
+
+
+def _upsert_predictions(cur, stream: str, topic: str, predictions: pd.DataFrame, run_id: str | None) -> None:
+    for p in predictions.itertuples(index=False):
+        cur.execute(
+            f"INSERT INTO {SCHEMA}.predictions (prediction_id, stream, key, event_time, as_of, model, model_version, "
+            "score, threshold, alert, topic, partition, \"offset\", features_updated_at, run_id) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (prediction_id) DO UPDATE SET "
+            "model_version = EXCLUDED.model_version, score = EXCLUDED.score, alert = EXCLUDED.alert, "
+            "as_of = EXCLUDED.as_of, features_updated_at = EXCLUDED.features_updated_at, run_id = EXCLUDED.run_id, "
+            "recorded_at = clock_timestamp()",
+            (p.prediction_id, stream, str(p.key), pd.Timestamp(p.event_time).to_pydatetime(),
+             pd.Timestamp(p.as_of).to_pydatetime(), p.model, str(p.model_version), float(p.score),
+             _num(p.threshold), bool(p.alert), topic, int(p.partition), int(p.offset),
+             pd.Timestamp(p.features_updated_at).to_pydatetime(), run_id))
 
 
 def _check_continues(cur, topic: str, ranges: Sequence[OffsetRange]) -> None:

@@ -17,10 +17,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from platform_assets import namespace
 from platform_assets.metadata import frame_metadata
+from platform_assets.policies import only_transient_retried
 
 
 class WarehouseResource(dg.ConfigurableResource):
+    """A PostgreSQL database. Schemas passed to it are the names on the server: callers name theirs
+    through ``namespace.schema`` (the IO manager through ``table_for``), so two namespaces share it."""
+
     host: str
     port: int
     user: str
@@ -141,10 +146,11 @@ def _csv_buffer(frame: pd.DataFrame) -> io.StringIO:
 
 
 def table_for(key: dg.AssetKey) -> tuple[str, str]:
-    """``warehouse/<schema>/<table>`` asset keys name their table."""
+    """``warehouse/<schema>/<table>`` asset keys name their table; the schema in this process's
+    namespace (``PLATFORM_NAMESPACE=acme``: ``acme_<schema>``, platform_assets/namespace.py)."""
     if len(key.path) < 2:
         raise ValueError(f"asset {key.to_user_string()} needs a key of the form [..., schema, table]")
-    return key.path[-2], key.path[-1]
+    return namespace.schema(key.path[-2]), key.path[-1]
 
 
 class PostgresPandasIOManager(dg.ConfigurableIOManager):
@@ -172,7 +178,8 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()} is partitioned but declares no partition_column")
         if window:
             window = (window[0].date(), window[1].date()) if _is_date_column(obj, part_col) else window
-        self.warehouse.replace(schema, table, obj, partition_column=part_col if window else None, window=window)
+        with only_transient_retried():  # a server restart is retried by the step's policy; a bad table is not
+            self.warehouse.replace(schema, table, obj, partition_column=part_col if window else None, window=window)
         context.add_output_metadata(
             {**frame_metadata(obj), "table": dg.MetadataValue.text(f"{schema}.{table}"),
              "dagster/relation_identifier": f"{self.warehouse.database}.{schema}.{table}"}
@@ -189,9 +196,10 @@ class PostgresPandasIOManager(dg.ConfigurableIOManager):
             tw = context.asset_partitions_time_window
             stmt = q.SQL("{} WHERE {} >= %s AND {} < %s").format(stmt, q.Identifier(part_col), q.Identifier(part_col))
             params = (tw.start, tw.end)
-        with self.warehouse.connect() as conn:
-            stmt_text = stmt.as_string(conn)
-        return self.warehouse.query(stmt_text, params)
+        with only_transient_retried():
+            with self.warehouse.connect() as conn:
+                stmt_text = stmt.as_string(conn)
+            return self.warehouse.query(stmt_text, params)
 
 
 def _is_date_column(frame: pd.DataFrame, column: str | None) -> bool:

@@ -140,16 +140,26 @@ def parse_predict(body: bytes, content_type: str | None, specs: dict[str, Featur
 
 
 def _check_records(records: list, spec: FeatureSpec, model: str) -> None:
+    """Every record against the spec. Numbers, most of every record, take a fast path (exact
+    ``float``/``int`` within the bounds; NaN fails the comparison); anything else, and every
+    refusal, goes through ``_check_value``, which words the error."""
     required = set(spec.columns)
+    numeric = [c for c, t in zip(spec.columns, spec.types, strict=True) if t in NUMERIC_TYPES]
+    other = [(c, t) for c, t in zip(spec.columns, spec.types, strict=True) if t not in NUMERIC_TYPES]
+    low, high = -MAX_ABS_VALUE, MAX_ABS_VALUE
     for i, record in enumerate(records):
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             raise _bad(f"records[{i}] must be an object of feature values")
-        missing = required - record.keys()
-        if missing:
-            shown = sorted(missing)
+        if not required <= record.keys():
+            shown = sorted(required - record.keys())
             raise _bad(f"records[{i}]: missing field(s) {', '.join(shown[:10])}{' ...' if len(shown) > 10 else ''} "
                        f"for model {model}")
-        for column, mlflow_type in zip(spec.columns, spec.types, strict=True):
+        for column in numeric:
+            value = record[column]
+            if value is None or ((type(value) is float or type(value) is int) and low <= value <= high):
+                continue
+            raise _bad(f"records[{i}]: field {column!r} {_check_value(value, NUMERIC_TYPES[0])}")
+        for column, mlflow_type in other:
             problem = _check_value(record[column], mlflow_type)
             if problem:
                 raise _bad(f"records[{i}]: field {column!r} {problem}")
@@ -222,6 +232,16 @@ def openapi(specs: dict[str, FeatureSpec], version: str = "1") -> dict:
             "probabilities": {"type": "array", "description": "Classifiers: per record, probability by str(label).",
                               "items": {"type": "object", "additionalProperties": {"type": "number"}}},
             "machine_ids": {"type": "array", "items": {"type": "string"}},
+            "features": {
+                "type": "object", "description": "With machine_ids: per machine, how fresh its online feature row is. "
+                "writer 'stream' rows are seconds old (written by the stream's consumer), 'batch' rows hours old.",
+                "additionalProperties": {"type": "object", "required": ["writer", "age_seconds"], "properties": {
+                    "writer": {"type": "string", "enum": ["stream", "batch"]},
+                    "as_of": {"type": ["string", "null"], "description": "the hour the row describes"},
+                    "updated_at": {"type": ["string", "null"], "description": "when the stream wrote it"},
+                    "age_seconds": {"type": ["number", "null"]},
+                    "source": {"type": ["string", "null"], "description": "topic:partition:offset of its last reading"},
+                }}},
         },
     }
     nullable_str = {"type": ["string", "null"]}

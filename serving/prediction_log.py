@@ -16,7 +16,7 @@ import time
 import pandas as pd
 from prometheus_client import Counter
 
-SCHEMA, TABLE = "serving", "predictions"
+SCHEMA, TABLE = "serving", "predictions"  # the schema in this process's namespace (platform_assets/namespace.py)
 DROPPED = Counter("platform_prediction_log_dropped", "Logged predictions dropped (log queue full)")
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ class PredictionLog:
         if not rows:
             return 0
         try:
+            from platform_assets import namespace
+
             if self._warehouse is None:
                 self._warehouse = self._factory()
-            self._warehouse.append(SCHEMA, TABLE, pd.DataFrame(rows))
+            self._warehouse.append(namespace.schema(SCHEMA), TABLE, pd.DataFrame(rows))
             return len(rows)
         except Exception as exc:  # noqa: BLE001 - keep the rows and try again next time
             log.warning("prediction log: warehouse write failed (%s); %d rows kept", exc, len(rows))

@@ -54,8 +54,12 @@ class InputError(ValueError):
 
 
 class ModelSlot:
-    def __init__(self, name: str, reload_seconds: float | None = None):
-        self.name = name
+    """A served model: its estimator (``load_model``), its input columns and types, its tag and
+    metadata. The batching front end keeps slots without the estimator: it checks requests against
+    the signature and reports what is served, while the runner process predicts."""
+
+    def __init__(self, name: str, reload_seconds: float | None = None, load_model: bool = True):
+        self.name, self.load_model = name, load_model
         self.reload_seconds = reload_seconds if reload_seconds is not None else \
             float(os.environ.get("MODEL_RELOAD_SECONDS", "10"))
         self._lock = threading.Lock()
@@ -73,11 +77,11 @@ class ModelSlot:
         from _bentoml_impl.frameworks.mlflow import MLFLOW_MODEL_FOLDER
 
         ref = bentoml.models.get(f"{self.name}:latest")
-        model = mlflow.sklearn.load_model(ref.path_of(MLFLOW_MODEL_FOLDER))
+        model = mlflow.sklearn.load_model(ref.path_of(MLFLOW_MODEL_FOLDER)) if self.load_model else None
         # One thread per prediction: requests already run in parallel, and joblib's thread start-up
         # dominates small predict_proba calls (40 ms with n_jobs=-1 against 15 ms with 1, measured).
         estimator = model.steps[-1][1] if hasattr(model, "steps") else model
-        if "n_jobs" in estimator.get_params():
+        if model is not None and "n_jobs" in estimator.get_params():
             estimator.set_params(n_jobs=1)
         # Likewise OpenMP (gradient boosting) and BLAS: one thread each, for the whole serving process.
         # Under load, OpenMP's threads spin-wait for busy cores (predict 7x slower here, measured).
@@ -135,6 +139,56 @@ class ModelSlot:
     def predict(self, frame: pd.DataFrame) -> Prediction:
         return predict_with(self.current(), frame, model=self.name, version=self.info.get("mlflow_version"),
                             bento_model=self.tag)
+
+
+def predict_batch(slot: ModelSlot, records: list[dict]) -> list[tuple]:
+    """Per record ``(about, prediction, probabilities)`` for records that many requests sent, merged
+    by BentoML's adaptive batching: one input frame and one model call for the whole batch, where
+    the model's fixed cost per call (~15 ms for a 150-tree forest, nearly the same for 1 record or
+    1,000) is paid once. ``about`` (model, version, bento_model, classes) is one shared dict, so it
+    is pickled once per response. If the batch as a whole is refused, each record is tried alone and
+    a refused one comes back as ``(None, reason, None)``: one client's bad record must not fail the
+    other requests of its batch."""
+    try:
+        return _scored(slot.predict(slot.frame(records)))
+    except (InputError, ValueError, TypeError):
+        out = []
+        for record in records:
+            try:
+                out.extend(_scored(slot.predict(slot.frame([record]))))
+            except (InputError, ValueError, TypeError) as exc:
+                out.append((None, str(exc).removesuffix(" in record 0"), None))
+        return out
+
+
+def _scored(out: Prediction) -> list[tuple]:
+    about = {"model": out["model"], "version": out["version"], "bento_model": out["bento_model"],
+             "classes": out.get("classes")}
+    probabilities = out.get("probabilities") or [None] * len(out["predictions"])
+    return [(about, p, q) for p, q in zip(out["predictions"], probabilities, strict=True)]
+
+
+def merge_batch(items: list[tuple]) -> Prediction:
+    """A request's ``predict_batch`` items back in the service's shape, in the records' order.
+
+    Raises InputError naming the first record the model refused, and ``StaleBatch`` when the
+    request's records were split over two batches that a model reload fell between."""
+    for i, (about, prediction, _) in enumerate(items):
+        if about is None:
+            raise InputError(f"record {i}: {prediction}")
+    about = items[0][0]
+    if any(item[0]["bento_model"] != about["bento_model"] for item in items):
+        raise StaleBatch(about["model"])
+    out: Prediction = {"model": about["model"], "version": about["version"],  # type: ignore[typeddict-item]
+                       "bento_model": about["bento_model"], "predictions": [item[1] for item in items]}
+    if about["classes"] is not None:
+        out["classes"] = list(about["classes"])
+        out["probabilities"] = [item[2] for item in items]
+    return out
+
+
+class StaleBatch(RuntimeError):
+    """A request's records were predicted by two model versions (a reload between two batches)."""
 
 
 def predict_with(pipeline, frame: pd.DataFrame, **about) -> Prediction:

@@ -14,8 +14,12 @@ Every other endpoint needs a bearer JWT with the right role (serving/auth.py).
 The HTTP contract is ours, not derived from Python signatures: the routes are a Starlette app mounted
 in the BentoML service, ``/docs.json`` is serving/contract.py's document built from the served
 models' signatures, requests are checked against the same description, and every error has one
-body. Overload is bounded: ``SERVING_MAX_CONCURRENCY`` requests run, ``SERVING_MAX_QUEUE`` wait, and
-any more get 503 with ``Retry-After`` at once (``Admission``), so latency cannot grow without limit.
+body. Predictions are batched (``SERVING_BATCHING``, on by default): this process checks the
+request and hands its records to serving/batching.py's runner, where BentoML's adaptive batching
+merges the records of concurrent requests into one model call; with batching off the model runs
+here, per request. Overload is bounded: ``SERVING_MAX_CONCURRENCY`` requests run,
+``SERVING_MAX_QUEUE`` wait, and any more get 503 with ``Retry-After`` at once (``Admission``); the
+runner also refuses, with the same answer, records that would wait longer than its latency bound.
 """
 
 from __future__ import annotations
@@ -37,15 +41,20 @@ from platform_assets.ml.config import load_models
 from platform_assets.settings import load_local_defaults
 from serving import contract
 from serving.auth import OPEN_PATHS, JWTAuthMiddleware
+from serving.batching import PredictionRunner, api_name
 from serving.contract import FeatureSpec, RequestError
 from serving.prediction_log import PredictionLog
-from serving.predictor import InputError, ModelSlot
+from serving.predictor import InputError, ModelSlot, StaleBatch, merge_batch
 
 load_local_defaults()
 CATALOGUE = load_models()
 MODEL_NAMES = list(CATALOGUE.models)
-MAX_CONCURRENCY = int(os.environ.get("SERVING_MAX_CONCURRENCY", "2"))  # predictions hold the GIL: ~cores
+BATCHING = os.environ.get("SERVING_BATCHING", "true").strip().lower() not in ("0", "false", "no", "off")
+# Unbatched, predictions hold this process's GIL: about one per core. Batched, requests wait on the
+# runner without using CPU, and the ones in flight together are what forms a batch.
+MAX_CONCURRENCY = int(os.environ.get("SERVING_MAX_CONCURRENCY", "32" if BATCHING else "2"))
 MAX_QUEUE = int(os.environ.get("SERVING_MAX_QUEUE", "16"))
+WORKERS = int(os.environ.get("SERVING_WORKERS", "1"))  # front-end processes (HTTP, tokens, JSON, checks)
 RETRY_AFTER_SECONDS = 1
 logger = logging.getLogger("fleet_predictions")
 
@@ -133,16 +142,30 @@ def _service():
 
 
 def _specs() -> dict[str, FeatureSpec]:
-    return {name: FeatureSpec.of(slot) for name, slot in _service().slots.items()}
+    slots = _service().slots
+    if BATCHING:  # no prediction here checks for a new champion: its signature may differ
+        for slot in slots.values():
+            slot.current()
+    return {name: FeatureSpec.of(slot) for name, slot in slots.items()}
 
 
 async def _predict_handler(request: Request) -> JSONResponse:
-    body, content_type, specs = await request.body(), request.headers.get("content-type"), _specs()
+    body, content_type, specs, service = await request.body(), request.headers.get("content-type"), _specs(), \
+        _service()
+    if BATCHING:
+        if len(body) < SMALL_BODY_BYTES:  # a few records: checking them costs less than a thread hop
+            parsed = contract.parse_predict(body, content_type, specs)
+        else:  # parsing and checks off the event loop, which must keep answering
+            parsed = await anyio.to_thread.run_sync(contract.parse_predict, body, content_type, specs)
+        return JSONResponse(await service.predict_batched(parsed))
 
-    def work() -> dict:  # parsing and checks too: off the event loop, which must keep answering
-        return _service().predict_parsed(contract.parse_predict(body, content_type, specs))
+    def work() -> dict:
+        return service.predict_parsed(contract.parse_predict(body, content_type, specs))
 
     return JSONResponse(await anyio.to_thread.run_sync(work))
+
+
+SMALL_BODY_BYTES = 16_384
 
 
 async def _openapi_handler(request: Request) -> JSONResponse:
@@ -237,24 +260,65 @@ class ContractDocument:
 
 @bentoml.asgi_app(extra, path="/")
 class _FleetPredictions:
+    if BATCHING:
+        runner = bentoml.depends(PredictionRunner)
+
     def __init__(self) -> None:
-        self.slots = {name: ModelSlot(name) for name in MODEL_NAMES}
+        # Batched, the runner holds the estimators; here only signatures (the contract) and tags.
+        self.slots = {name: ModelSlot(name, load_model=not BATCHING) for name in MODEL_NAMES}
         _state["slots"] = self.slots
         self.prediction_log = PredictionLog(lambda: _resolved("warehouse"))
         self.online_store = _resolved("online_store")  # once, not per request
         _state["service"] = self
 
+    async def predict_batched(self, request: contract.PredictRequest) -> dict:
+        """Predictions for a request that passed the contract, from the batching runner."""
+        model, records, machine_ids = request.model, request.records, request.machine_ids
+        freshness = None
+        if machine_ids is not None:
+            records, freshness = await anyio.to_thread.run_sync(self._online_features, model, machine_ids)
+        for _attempt in range(2):
+            try:
+                out = merge_batch(await self._run(model, records))
+                break
+            except InputError as exc:
+                raise RequestError(400, "invalid_input", f"input rejected by model {model}: {exc}") from None
+            except StaleBatch:  # a new champion landed between two parts of this request: once more
+                continue
+        else:
+            raise _unavailable(f"model {model} is being reloaded")
+        return self._served(model, out, machine_ids, freshness)
+
+    async def _run(self, model: str, records: list[dict]) -> list:
+        from bentoml.exceptions import BentoMLException, ServiceUnavailable
+
+        runner = self.runner
+        try:
+            if hasattr(runner, "to_async"):  # served: the runner is a process of its own
+                return await runner.to_async.call(api_name(model), records)
+            return await anyio.to_thread.run_sync(getattr(runner, api_name(model)), records)  # in-process
+        except ServiceUnavailable:  # the dispatcher refused: it could not answer within its latency bound
+            raise RequestError(503, "overloaded", "predictions are queued beyond the latency bound; retry shortly",
+                               {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        except (BentoMLException, OSError) as exc:
+            raise _unavailable(f"prediction runner unavailable: {str(exc)[:300]}") from None
+
     def predict_parsed(self, request: contract.PredictRequest) -> dict:
-        """Predictions for a request that passed the contract (runs in a worker thread)."""
+        """Predictions for a request that passed the contract, in this process (runs in a worker thread)."""
         model, records, machine_ids = request.model, request.records, request.machine_ids
         slot = self.slots[model]
+        freshness = None
         if machine_ids is not None:
-            records = self._online_features(model, machine_ids)
+            records, freshness = self._online_features(model, machine_ids)
         try:
             frame = slot.frame(records)
             out = slot.predict(frame)
         except (InputError, ValueError, TypeError) as exc:  # the model refused these values: the client's to fix
             raise RequestError(400, "invalid_input", f"input rejected by model {model}: {exc}") from None
+        return self._served(model, out, machine_ids, freshness)
+
+    def _served(self, model: str, out: dict, machine_ids: list[str] | None, freshness: dict | None = None) -> dict:
+        """Count and log a prediction, and add the request's machine ids to it."""
         for p in out["predictions"]:
             PREDICTIONS.labels(model, str(p) if "probabilities" in out else "value").inc()
         try:  # the log is off the request path: it must not fail a prediction either
@@ -264,14 +328,16 @@ class _FleetPredictions:
             logger.exception("prediction of %s not logged", model)
         if machine_ids is not None:
             out["machine_ids"] = machine_ids
+            out["features"] = freshness
         return out
 
-    def _online_features(self, model: str, machine_ids: list[str]) -> list[dict]:
+    def _online_features(self, model: str, machine_ids: list[str]) -> tuple[list[dict], dict]:
+        """The machines' latest feature rows, and per machine how fresh they are (``feature_freshness``)."""
         import redis
 
         feature_set = CATALOGUE.models[model].feature_set
         try:
-            rows = self.online_store.read(feature_set, machine_ids)
+            rows = self.online_store.read_with_meta(feature_set, machine_ids)
         except redis.RedisError as exc:
             raise _unavailable(f"online feature store unavailable: {exc}") from None
         unknown = [m for m, row in rows.items() if row is None]
@@ -279,14 +345,46 @@ class _FleetPredictions:
         if unknown:
             FEATURE_LOOKUPS.labels("miss").inc(len(unknown))
             raise RequestError(404, "unknown_machine", f"no online features for machine(s) {', '.join(unknown)}")
-        return [rows[m] for m in machine_ids]
+        return [rows[m]["row"] for m in machine_ids], {m: feature_freshness(rows[m]) for m in machine_ids}
+
+
+def feature_freshness(meta: dict, now: float | None = None) -> dict:
+    """How old a served feature row is: the stream's rows carry the time they were written (seconds
+    old), the batch pipeline's only the hour they describe (hours old)."""
+    import time
+
+    import pandas as pd
+
+    now = time.time() if now is None else now
+    stamp = meta.get("updated_at") or meta.get("as_of")
+    try:
+        age = round(now - pd.Timestamp(stamp).timestamp(), 3) if stamp else None
+    except (TypeError, ValueError):
+        age = None
+    return {"writer": meta.get("writer") or "batch", "as_of": meta.get("as_of"), "updated_at": meta.get("updated_at"),
+            "age_seconds": age, "source": meta.get("source")}
 
 
 for _name in MODEL_NAMES:  # model references at class level, so a built Bento carries the models
     setattr(_FleetPredictions, f"model_{_name}", bentoml.models.BentoModel(f"{_name}:latest"))
 
-FleetPredictions = bentoml.service(name="fleet_predictions", traffic={"timeout": 60})(_FleetPredictions)
-# The first added is the outermost: the document, then authentication, then admission.
+FleetPredictions = bentoml.service(name="fleet_predictions", workers=WORKERS, traffic={"timeout": 60})(_FleetPredictions)
+# The first added is the outermost: the document, then authentication.
 FleetPredictions.add_asgi_middleware(ContractDocument)
 FleetPredictions.add_asgi_middleware(JWTAuthMiddleware)
-FleetPredictions.add_asgi_middleware(Admission)
+
+
+class _AdmittedService(type(FleetPredictions)):
+    """The service with ``Admission`` outside BentoML's own middlewares. BentoML puts middlewares
+    added with ``add_asgi_middleware`` behind its metrics, tracing, access-log and timeout layers,
+    which cost about a millisecond per request: under 4x overload, refusing there let the refusals
+    themselves saturate the event loop, and requests queued in front of the gate for seconds
+    (measured with tests/benchmarks/bench_serving.py). Refused here, a 503 costs a fraction of it."""
+
+    __slots__ = ()
+
+    def to_asgi(self, is_main: bool = True):
+        return Admission(super().to_asgi(is_main))
+
+
+FleetPredictions.__class__ = _AdmittedService

@@ -1,18 +1,65 @@
-"""Streaming: events per minute, consumer lag, dead letters and alerts."""
+"""Streaming: live scores, events per minute, consumer lag, dead letters and alerts."""
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
-from dashboards import ui
+from dashboards import data, ui
+
+LIVE_TTL_SECONDS = 5  # live scores: a few seconds old at most (the other sections cache for a minute)
+
+
+@st.cache_data(ttl=LIVE_TTL_SECONDS, show_spinner=False)
+def live_scores(settings: tuple, since, machine_ids) -> data.Loaded:
+    """Each machine's latest prediction on the stream and the scores since ``since``
+    (``streaming.predictions``: model version and source offset per score)."""
+    where = "recorded_at >= %s" + (" AND key = ANY(%s)" if machine_ids else "")
+    params = ((since if since is not None else pd.Timestamp(0, tz="UTC")).to_pydatetime(),
+              *([list(machine_ids)] if machine_ids else []))
+    return data._streaming_query(
+        "SELECT key AS machine_id, event_time, score, alert, threshold, model, model_version, topic, partition, "
+        "\"offset\", features_updated_at, recorded_at, "
+        "extract(epoch FROM clock_timestamp() - features_updated_at) AS features_age_s "
+        f"FROM {data._s('streaming')}.predictions WHERE {where} ORDER BY recorded_at DESC LIMIT 5000",
+        params, ["machine_id", "event_time", "score", "alert", "threshold", "model", "model_version", "topic",
+                 "partition", "offset", "features_updated_at", "recorded_at", "features_age_s"], "predictions")
 
 st.title("Streaming")
-st.caption("From the warehouse's `streaming` schema (written by the micro-batch runs) and Kafka's watermarks. "
+st.caption("From the warehouse's `streaming` schema (written by each stream's batches, in either mode) and Kafka's watermarks. "
            "Site and machine filter the windowed readings and the alerts; the time range counts back from the "
            "newest streaming record.")
 flt = ui.sidebar_filters(default_range="Last 6 hours")
 latest = ui.load("streaming_latest")
 since = flt.since(latest)
 machines = list(flt.machines) if flt.machines is not None else None
+
+st.subheader("Live scores")
+st.caption("The champion's score of each machine's online features, computed from the stream as its readings "
+           "land (`streaming.predictions`, refreshed every few seconds). A score above the threshold is an alert "
+           "(signal `model:<model>` under Alerts). Each score names its model version and source offset.")
+if st.button("Refresh", icon=":material/refresh:"):
+    live_scores.clear()
+scores = live_scores(data.settings_key(), since, tuple(machines) if machines else None)
+if not ui.guidance(scores):
+    frame = scores.frame
+    latest_scores = frame.sort_values("recorded_at").groupby("machine_id").tail(1).sort_values("score", ascending=False)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Machines scored", len(latest_scores))
+    c2.metric("Above threshold now", int(latest_scores["alert"].sum()))
+    c3.metric("Model version", ", ".join(sorted(latest_scores["model_version"].astype(str).unique())))
+    c4.metric("Newest features", f"{latest_scores['features_age_s'].min():.1f} s old")
+    st.dataframe(latest_scores[["machine_id", "score", "alert", "event_time", "model_version", "features_age_s",
+                                "topic", "partition", "offset"]],
+                 hide_index=True, width="stretch",
+                 column_config={"score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0,
+                                                                         format="%.3f")})
+    st.altair_chart(
+        alt.Chart(frame).mark_line(point=True)
+        .encode(x=alt.X("event_time:T", title="event time (UTC)"), y=alt.Y("score:Q", scale=alt.Scale(domain=[0, 1])),
+                color=alt.Color("machine_id:N"), tooltip=["machine_id:N", "event_time:T", "score:Q", "model_version:N"])
+        .properties(height=240),
+        width="stretch",
+    )
 
 st.subheader("Events per minute")
 events = ui.load("events_per_minute", since, machines)

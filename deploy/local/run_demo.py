@@ -314,6 +314,9 @@ def serve_ui(home: Path) -> None:
               f" watch: .venv/bin/python -m platform_assets.streaming.inspect --follow)")
         say("  Streaming        sensor readings: one long-running consumer run (continuous mode, a batch each"
               " second); app logs: micro-batch runs every few seconds; see /runs and the 'streaming' asset group")
+        say("  Live scores      each reading batch is scored by the champion classifier within seconds: the"
+              " dashboard's Streaming page (Live scores), table streaming.predictions, topic 'predictions',"
+              " model alerts in streaming.alerts")
         say(f"  Predictions      {serving}  (OpenAPI: {serving}/docs; metrics: {serving}/metrics)")
         say(f"  Dashboard        http://127.0.0.1:{os.environ.get('DASHBOARD_PORT', '28501')}  (Streamlit: data, "
               f"models, predictions, streaming)")

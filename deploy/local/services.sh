@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Local services for development and CI: PostgreSQL 15, MariaDB 10.11, Apache Kafka 4 (KRaft),
-# Redis 7 (online feature store), the MLflow tracking server (PostgreSQL backend), FerretDB (the
-# document store, MongoDB's wire protocol) and the demo REST API.
+# Apicurio Registry 3 (the streams' schema registry, Confluent's API), Redis 7 (online feature
+# store), the MLflow tracking server (PostgreSQL backend), FerretDB (the document store, MongoDB's
+# wire protocol) and the demo REST API.
 #
-#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|documents|demo-api ...]   (default: all)
+#   deploy/local/services.sh up|down|status [postgres|mariadb|kafka|registry|redis|mlflow|documents|demo-api ...]   (default: all)
 #   deploy/local/services.sh up|down|status s3      (moto's S3 server with the lake's bucket; only when named)
-#   deploy/local/services.sh install         (Debian packages, Apache Kafka's jars from Maven Central,
+#   deploy/local/services.sh install         (Debian packages; from Maven Central: Apache Kafka's jars,
+#                                             Apicurio Registry, Spark's s3a and Kafka connector jars;
 #                                             FerretDB built from the Go module proxy)
 #
 # Settings come from deploy/local/services.env; a variable already set in the environment wins.
@@ -17,13 +19,15 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PROJECT_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd -P)
 ENV_FILE="$SCRIPT_DIR/services.env"
-ALL_SERVICES=(postgres mariadb kafka redis mlflow documents demo-api)   # start order; `down` stops in reverse
+ALL_SERVICES=(postgres mariadb kafka registry redis mlflow documents demo-api)   # start order; `down` stops in reverse
 OPTIONAL_SERVICES=(s3)   # started only when named (an object-store lake is opt-in)
 READY_TIMEOUT=${SERVICES_READY_TIMEOUT:-30}   # seconds to wait for a server to answer
 # MLflow imports its whole stack and migrates its database on a first start (about 10 s here): allow more.
 MLFLOW_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
 # Kafka's JVM starts in about 8 s here, 25 s on a busy machine: allow 90.
 KAFKA_READY_TIMEOUT=$((READY_TIMEOUT > 90 ? READY_TIMEOUT : 90))
+# The schema registry (a Quarkus JVM) answers in about 7 s here: allow as long as Kafka.
+REGISTRY_READY_TIMEOUT=$KAFKA_READY_TIMEOUT
 STOP_TIMEOUT=${SERVICES_STOP_TIMEOUT:-30}     # seconds to wait for a server to exit
 
 # ---------------------------------------------------------------------------------------------
@@ -1057,12 +1061,111 @@ documents_up() {
 documents_down() { documents_vars; bg_down documents "$DOCUMENTS_DIR" "$FERRETDB_BIN"; }
 documents_status() { documents_vars; bg_status documents "$DOCUMENTS_DIR" "$FERRETDB_BIN" 127.0.0.1 "$DOCUMENTS_PORT"; }
 
+# -- Schema registry: Apicurio Registry (Confluent's Schema Registry API under /apis/ccompat/v7, which
+# is SCHEMA_REGISTRY_URL), Apicurio's own prebuilt Quarkus application from Maven Central, unpacked
+# by `install` into .local/registry/<version> (deploy/local/registry/pom.xml pins the version). It
+# needs Java 21+: REGISTRY_JAVA_HOME, else JAVA_HOME, else the newest JDK found under /usr/lib/jvm
+# (the machines have Temurin 25 beside Debian's Java 17). Schemas live in an H2 file database in its
+# state folder, so schema ids survive a restart; `up` registers the catalogue's stream contracts
+# (platform_assets/streaming/registry.py). No authentication: it listens on 127.0.0.1 only.
+REGISTRY_POM="$SCRIPT_DIR/registry/pom.xml"
+
+registry_vars() {
+    REGISTRY_DIR="$STATE_DIR/registry"
+    [[ ${SCHEMA_REGISTRY_URL:-} =~ ^http://([^/:]+):([0-9]+)(/.*)?$ ]] \
+        || die "registry: SCHEMA_REGISTRY_URL must be http://HOST:PORT/apis/ccompat/v7 (services.env), got '${SCHEMA_REGISTRY_URL:-}'"
+    REGISTRY_HOST=${BASH_REMATCH[1]}
+    REGISTRY_PORT=${BASH_REMATCH[2]}
+    # Quarkus' management interface (health, metrics): its own port, on the same loopback address.
+    REGISTRY_MANAGEMENT_PORT=${SCHEMA_REGISTRY_MANAGEMENT_PORT:?SCHEMA_REGISTRY_MANAGEMENT_PORT must be set (services.env)}
+    [[ $REGISTRY_MANAGEMENT_PORT =~ ^[0-9]+$ ]] || die "registry: SCHEMA_REGISTRY_MANAGEMENT_PORT must be a TCP port, got '$REGISTRY_MANAGEMENT_PORT'"
+    REGISTRY_VERSION=$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$REGISTRY_POM")
+    [[ -n $REGISTRY_VERSION ]] || die "registry: no <apicurio.version> in $REGISTRY_POM"
+    REGISTRY_HOME="$PROJECT_ROOT/.local/registry/$REGISTRY_VERSION"
+    REGISTRY_JAR="$REGISTRY_HOME/quarkus-run.jar"
+}
+
+# REGISTRY_JAVA: a java of version 21 or newer (read from the JDK's `release` file, no JVM started).
+registry_java() {
+    local home major best="" best_major=0
+    for home in ${REGISTRY_JAVA_HOME:+"$REGISTRY_JAVA_HOME"} ${JAVA_HOME:+"$JAVA_HOME"} /usr/lib/jvm/*; do
+        [[ -x $home/bin/java && -r $home/release ]] || continue
+        major=$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$home/release")
+        [[ $major =~ ^[0-9]+$ ]] && ((major >= 21)) || continue
+        # An explicit REGISTRY_JAVA_HOME or JAVA_HOME wins; otherwise the newest.
+        if [[ $home == "${REGISTRY_JAVA_HOME:-}" || $home == "${JAVA_HOME:-}" ]]; then best=$home; break; fi
+        ((major > best_major)) && best=$home best_major=$major
+    done
+    [[ -n $best ]] || die "registry: Apicurio Registry $REGISTRY_VERSION needs Java 21 or newer; none found" \
+        "(set REGISTRY_JAVA_HOME, or install a JDK 21+ under /usr/lib/jvm)"
+    REGISTRY_JAVA="$best/bin/java"
+}
+
+# Apicurio's distribution in .local/registry/<version>, unpacked by Maven from Maven Central; skipped
+# when the same pom was unpacked before (a marker holds its checksum).
+registry_install() {
+    local start marker sum fd log tmp
+    registry_vars
+    marker="$REGISTRY_HOME/.installed"
+    sum=$(sha256sum "$REGISTRY_POM" | cut -d' ' -f1)
+    [[ -f $marker && $(<"$marker") == "$sum" ]] \
+        && { say registry "Apicurio Registry $REGISTRY_VERSION already installed ($(show_path "$REGISTRY_HOME"))"; return 0; }
+    command -v mvn >/dev/null || die "registry: Maven is needed to fetch Apicurio Registry (apt-get install maven)"
+    mkdir -p "$PROJECT_ROOT/.local/registry"
+    exec {fd}>"$PROJECT_ROOT/.local/registry/.install.lock"
+    flock -w 600 "$fd" || die "registry: could not lock .local/registry/.install.lock"
+    if [[ ! -f $marker || $(<"$marker") != "$sum" ]]; then
+        start=$(now)
+        log="$PROJECT_ROOT/.local/registry/install.log"
+        tmp="$REGISTRY_HOME.tmp"
+        rm -rf "$tmp"
+        say registry "installing Apicurio Registry $REGISTRY_VERSION from Maven Central (log $(show_path "$log")) ..."
+        mvn -B -q -f "$REGISTRY_POM" dependency:unpack -Dregistry.home="$tmp" >"$log" 2>&1 \
+            || { show_logs "$log"; die "registry: Maven could not fetch Apicurio Registry $REGISTRY_VERSION (log: $log)"; }
+        [[ -f $tmp/quarkus-run.jar ]] || die "registry: quarkus-run.jar missing after Maven (log: $log)"
+        rm -rf "$REGISTRY_HOME"
+        mv "$tmp" "$REGISTRY_HOME"
+        printf '%s\n' "$sum" >"$marker"
+        say registry "Apicurio Registry $REGISTRY_VERSION installed in $(elapsed "$start") ($(du -sh "$REGISTRY_HOME" | cut -f1))"
+    fi
+    exec {fd}>&-
+}
+
+registry_healthy() { http_ok "$SCHEMA_REGISTRY_URL/subjects"; }
+
+registry_up() {
+    registry_vars
+    require_venv registry
+    [[ -f $REGISTRY_HOME/.installed ]] || registry_install
+    registry_java
+    mkdir -p "$REGISTRY_DIR/data"
+    if ! bg_pid "$REGISTRY_DIR" "$REGISTRY_JAR" >/dev/null && port_open "$REGISTRY_HOST" "$REGISTRY_MANAGEMENT_PORT"; then
+        die "registry: port $REGISTRY_HOST:$REGISTRY_MANAGEMENT_PORT (SCHEMA_REGISTRY_MANAGEMENT_PORT) is used by another process"
+    fi
+    # A bounded heap, the serial collector and C1 only: it serves a few lookups, next to Spark on 2 cores.
+    # shellcheck disable=SC2086
+    bg_up registry "$REGISTRY_DIR" "$REGISTRY_JAR" "$REGISTRY_HOST" "$REGISTRY_PORT" registry_healthy "$REGISTRY_READY_TIMEOUT" -- \
+        "$REGISTRY_JAVA" ${REGISTRY_HEAP_OPTS:?REGISTRY_HEAP_OPTS must be set (services.env)} -XX:+UseSerialGC \
+        -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        -Dquarkus.http.host="$REGISTRY_HOST" -Dquarkus.http.port="$REGISTRY_PORT" -Dquarkus.http.access-log.enabled=false \
+        -Dquarkus.management.host="$REGISTRY_HOST" -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+        -Dapicurio.datasource.url="jdbc:h2:file:$REGISTRY_DIR/data/registry" -Dapicurio.datasource.jdbc.initial-size=2 \
+        -Dapicurio.datasource.jdbc.min-size=2 -Dapicurio.datasource.jdbc.max-size=10 \
+        -Dapicurio.storage.snapshot.location="$REGISTRY_DIR" -jar "$REGISTRY_JAR"
+    (cd "$PROJECT_ROOT" && "$VENV_PY" -m platform_assets.streaming.registry register 9>&-) >"$REGISTRY_DIR/provision.log" 2>&1 \
+        || fail_start registry "the streams' schemas could not be registered" "$REGISTRY_DIR/provision.log" "$REGISTRY_DIR/registry.log"
+    cat "$REGISTRY_DIR/provision.log"
+}
+registry_down() { registry_vars; bg_down registry "$REGISTRY_DIR" "$REGISTRY_JAR"; }
+registry_status() { registry_vars; bg_status registry "$REGISTRY_DIR" "$REGISTRY_JAR" "$REGISTRY_HOST" "$REGISTRY_PORT"; }
+
 # ---------------------------------------------------------------------------------------------
 usage() {
     cat >&2 <<'EOF'
-usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|redis|mlflow|documents|demo-api ...]   (default: all)
+usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|registry|redis|mlflow|documents|demo-api ...]   (default: all)
        deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus, chromium,
-                                           maven), Apache Kafka's jars (Maven Central, into .local/kafka/<version>) and
+                                           maven), Apache Kafka's jars and Apicurio Registry (Maven Central, into
+                                           .local/kafka/<version> and .local/registry/<version>) and
                                            FerretDB (built from the Go module proxy, into .local/ferretdb/<version>)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
 EOF
@@ -1123,7 +1226,9 @@ main() {
             say install "postgresql, mariadb-server, redis-server, prometheus, chromium and maven already installed"
         fi
         kafka_install
+        registry_install
         bash "$SCRIPT_DIR/ferretdb/build.sh" || die "documents: could not build FerretDB"
+        bash "$SCRIPT_DIR/spark/install.sh" || die "spark: could not install Spark's connector jars"
         return 0
     fi
     for svc in "$@"; do
@@ -1169,6 +1274,9 @@ main() {
             up:documents) documents_up ;;
             down:documents) documents_down ;;
             status:documents) documents_status ;;
+            up:registry) registry_up ;;
+            down:registry) registry_down ;;
+            status:registry) registry_status ;;
             up:s3) s3_up ;;
             down:s3) s3_down ;;
             status:s3) s3_status ;;

@@ -3,7 +3,7 @@
 # were not already running before, so a developer's running demo is left alone.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-SERVICES=(postgres mariadb kafka redis mlflow documents demo-api)
+SERVICES=(postgres mariadb kafka registry redis mlflow documents demo-api)
 started=()
 for s in "${SERVICES[@]}"; do
     bash "$HERE/services.sh" status "$s" | grep -q ' running' || started+=("$s")

@@ -19,7 +19,7 @@ from platform_assets.ml import training as tr
 from platform_assets.ml.config import FeatureSetConfig, ModelCatalogue, ModelConfig
 from platform_assets.ml.features import machine_hourly_features
 from platform_assets.ml.params import PARAMS
-from platform_assets.policies import TRAINING_POOL
+from platform_assets.policies import IO_RETRY, TRAINING_POOL, retry_only_transient
 from platform_assets.sources.factory import clean_key
 from resources.mlflow_tracking import MlflowResource
 from resources.online_store import OnlineStoreResource
@@ -95,8 +95,9 @@ def build_feature_set(name: str, fs: FeatureSetConfig) -> dg.AssetsDefinition:
 
 def build_online(name: str, fs: FeatureSetConfig) -> dg.AssetsDefinition:
     @dg.asset(key=["ml", "online", name], ins={"features": dg.AssetIn(features_key(name))}, group_name="ml",
-              kinds={"redis"}, automation_condition=EAGER,
+              kinds={"redis"}, automation_condition=EAGER, retry_policy=IO_RETRY,
               description=f"Latest {name} row per {fs.entity} in the online store (Redis), read by serving.")
+    @retry_only_transient
     def _online(features: pd.DataFrame, online_store: OnlineStoreResource) -> dg.MaterializeResult:
         order = features.sort_values(fs.time) if fs.time else features
         latest = order.groupby(fs.entity, as_index=False).tail(1)
@@ -133,9 +134,10 @@ def build_candidate(model_name: str, model: ModelConfig, fs: FeatureSetConfig, a
 
     @dg.asset(key=candidate_key(model_name, algorithm), ins={"features": dg.AssetIn(features_key(model.feature_set))},
               group_name="ml", kinds={"scikit-learn", "mlflow"}, automation_condition=EAGER,
-              pool=TRAINING_POOL,
+              pool=TRAINING_POOL, retry_policy=IO_RETRY,
               description=f"{algorithm} {model.task} of {model.target}, tracked in MLflow and registered "
                           f"as a version of {model_name}.")
+    @retry_only_transient
     def _candidate(context: dg.AssetExecutionContext, config: params_cls, features: pd.DataFrame,
                    mlflow: MlflowResource) -> dg.MaterializeResult:
         params = config.model_dump()
@@ -230,7 +232,9 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
 
     @dg.asset(key=ckey, deps=candidates, ins={"features": dg.AssetIn(features_key(model.feature_set))},
               group_name="ml", kinds={"mlflow"}, check_specs=checks, automation_condition=EAGER,
+              retry_policy=IO_RETRY,
               description=f"The best {model_name} candidate on validation {metric}, against the champion.")
+    @retry_only_transient
     def _challenger(context: dg.AssetExecutionContext, features: pd.DataFrame, mlflow: MlflowResource):
         best = None
         scores = {}
@@ -288,8 +292,9 @@ def build_gate(model_name: str, model: ModelConfig, fs: FeatureSetConfig) -> lis
                     "(test - validation) / |validation| for lower-is-better; 0 when test is better"})
 
     @dg.asset(key=champion_key(model_name), deps=[ckey], group_name="ml", kinds={"mlflow"},
-              automation_condition=EAGER,
+              automation_condition=EAGER, retry_policy=IO_RETRY,
               description=f"Moves the registry alias 'champion' of {model_name} to the challenger.")
+    @retry_only_transient
     def _champion(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> dg.MaterializeResult:
         challenger = _latest_metadata(context, ckey)
         version = challenger["challenger_version"]

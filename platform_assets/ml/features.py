@@ -105,3 +105,27 @@ def machine_hourly_features(hourly: pd.DataFrame, machines: pd.DataFrame, mainte
     frame["hours"] = frame["as_of"].dt.hour.astype(float)  # time of day
     keep = list(dict.fromkeys(c for c in keep if c in frame.columns))
     return frame[keep].reset_index(drop=True)
+
+
+# -- Shared with the stream (platform_assets/streaming/online.py) -----------------------------------
+# Each hourly statistic the feature set reads, as (reading column, aggregate): the definitions of
+# platform_assets/batch/aggregates.py's machine_hourly, which the batch marts compute.
+HOURLY_FROM_READINGS = {
+    "avg_temperature": ("temperature", "mean"), "max_temperature": ("temperature", "max"),
+    "avg_vibration": ("vibration", "mean"), "max_vibration": ("vibration", "max"),
+    "avg_pressure": ("pressure", "mean"), "avg_rpm": ("rpm", "mean"), "avg_power_kw": ("power", "mean"),
+}
+# Hourly rows the latest row's features read: the longest rolling window (24 rows) covers the lags.
+ONLINE_HISTORY_ROWS = 24
+
+
+def latest_feature_rows(hourly: pd.DataFrame, machines: pd.DataFrame, maintenance: pd.DataFrame,
+                        failures: pd.DataFrame) -> pd.DataFrame:
+    """Each machine's row for its latest hour, by the batch feature set's own code, without labels.
+
+    The stream calls this with each machine's last ``ONLINE_HISTORY_ROWS`` hourly rows (the open hour
+    last, as far as it has arrived), so an online row is the batch row of the same machine and hour
+    as soon as the hour is complete: one definition, not two that could drift apart."""
+    frame = machine_hourly_features(hourly, machines, maintenance, failures)
+    latest = frame.sort_values(["machine_id", "as_of"]).groupby("machine_id", as_index=False).tail(1)
+    return latest.drop(columns=[c for c in LABELS if c in latest.columns]).reset_index(drop=True)

@@ -16,6 +16,8 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from platform_assets import namespace
+
 
 class PlatformCollector:
     def __init__(self, resources: dict, streams, sources):
@@ -42,24 +44,25 @@ class PlatformCollector:
         quarantined = GaugeMetricFamily("platform_quarantined_rows", "Rows in the quarantine table of a source",
                                         labels=["source"])
         failures = CounterMetricFamily("platform_run_failures", "Dagster runs recorded as failed", labels=["job"])
+        streaming, quarantine, ops = (namespace.schema(s) for s in ("streaming", "quarantine", "ops"))
         try:
-            if self._table_exists("streaming.batches"):
+            if self._table_exists(f"{streaming}.batches"):
                 frame = self.warehouse.query(
                     "SELECT stream, sum(valid_messages) AS ok, sum(dead_letters) AS dead, "
-                    "extract(epoch FROM max(written_at)) AS last FROM streaming.batches GROUP BY stream")
+                    f"extract(epoch FROM max(written_at)) AS last FROM {streaming}.batches GROUP BY stream")
                 for row in frame.itertuples():
                     ingested.add_metric([row.stream], float(row.ok))
                     dead.add_metric([row.stream], float(row.dead))
                     last.add_metric([row.stream], float(row.last))
-            if self._table_exists("streaming.alerts"):
-                for row in self.warehouse.query("SELECT stream, count(*) AS n FROM streaming.alerts GROUP BY 1").itertuples():
+            if self._table_exists(f"{streaming}.alerts"):
+                for row in self.warehouse.query(f"SELECT stream, count(*) AS n FROM {streaming}.alerts GROUP BY 1").itertuples():
                     alerts.add_metric([row.stream], float(row.n))
             for name in self.sources.sources:
-                if self._table_exists(f"quarantine.{name}"):
-                    n = self.warehouse.query(f'SELECT count(*) AS n FROM quarantine."{name}"')["n"].iloc[0]
+                if self._table_exists(f"{quarantine}.{name}"):
+                    n = self.warehouse.query(f'SELECT count(*) AS n FROM {quarantine}."{name}"')["n"].iloc[0]
                     quarantined.add_metric([name], float(n))
-            if self._table_exists("ops.run_failures"):
-                for row in self.warehouse.query("SELECT job, count(DISTINCT run_id) AS n FROM ops.run_failures GROUP BY 1").itertuples():
+            if self._table_exists(f"{ops}.run_failures"):
+                for row in self.warehouse.query(f"SELECT job, count(DISTINCT run_id) AS n FROM {ops}.run_failures GROUP BY 1").itertuples():
                     failures.add_metric([row.job], float(row.n))
             up.add_metric(["warehouse"], 1.0)
         except Exception:  # noqa: BLE001 - a scrape reports the source as down rather than failing

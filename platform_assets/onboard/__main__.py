@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {model}: {cfg.task} of {cfg.target}, {', '.join(cfg.algorithms)}; "
               f"selection {cfg.selection_metric} (floor {cfg.floor})")
     select = f"lake/raw/{args.name},lake/clean/{args.name},warehouse/quarantine/{args.name}"
-    print("next:")
+    print("next (a catalogue of your own runs its steps in one process, no --config-json needed; to keep it")
+    print("apart from other catalogues on the same servers, also export PLATFORM_NAMESPACE=<name>):")
     print(f"  export PLATFORM_CATALOGUE_DIR={out}")
     print(f"  .venv/bin/dagster asset materialize -m platform_assets.definitions --select '{select}'")
     if model:

@@ -1,8 +1,12 @@
 """A source's schema contract applied to parsed records: typed rows in, broken rows out with a reason.
 
-Pure pandas, no I/O, so the rules are unit-tested directly. Row-level breaks (a wrong type, a missing
-required value, a value outside ``allowed``, an event outside the requested partitions) go to
-quarantine; a contract broken wholesale (a required column missing from a file, or more than
+No I/O, so the rules are unit-tested directly. Vectorised: each rule is one pass over a column
+(Arrow compute for text: stripping, null markers, decimal numbers, booleans; pandas for timestamps),
+and only the rows that break something are visited one by one, to word their reasons. Decimal text
+is read as Python's ``float()`` reads it (pandas' own parser dropped digits past the 16th).
+
+Row-level breaks (a wrong type, a missing required value, a value outside ``allowed``, an event
+outside the requested partitions) go to quarantine; a contract broken wholesale (a required column missing from a file, or more than
 ``max_bad_fraction`` of rows broken) raises ``ContractError`` naming source, file and column.
 A declared column that is not required and absent from the data is reported in
 ``missing_columns`` (the asset warns), never silently loaded as nulls.
@@ -23,6 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from platform_assets.sources.config import ColumnContract, Contract
 from platform_assets.sources.parse import SOURCE_FILE, SOURCE_ROW, Unparseable
@@ -53,10 +59,49 @@ class ContractResult(NamedTuple):
     missing_columns: tuple[str, ...] = ()
 
 
+# Exactly the characters Python's str.strip() removes (str.isspace), for Arrow's RE2 regexes.
+_WHITESPACE = (r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
+               r"\x{202f}\x{205f}\x{3000}")
+_STRIP = f"^[{_WHITESPACE}]+|[{_WHITESPACE}]+$"
+# Decimal numbers that Arrow and Python's float() read alike; anything else goes through pandas.
+_PLAIN_NUMBER = r"^[+-]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,2})?$"
+
+
+def _text_array(series: pd.Series) -> pa.Array | None:
+    """The column as Arrow text when every value is text or missing (CSV, most JSON), else None."""
+    if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+        return None
+    return pa.array(series.to_numpy(), type=pa.string(), from_pandas=True)
+
+
+def _strip(text: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(text, _STRIP, "")
+
+
+def _mask(values: pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(values.fill_null(True).to_numpy(zero_copy_only=False), index=index, dtype=bool)
+
+
 def _is_blank(series: pd.Series, markers: Sequence[str] = ()) -> pd.Series:
     """Missing, text that is only whitespace, or a null marker (vectorised: runs on every column of every row)."""
     if series.dtype != object:
         return series.isna()
+    text = _text_array(series)
+    if text is not None:
+        stripped = _strip(text)
+        blank = pc.or_kleene(pc.equal(stripped, ""), pc.is_in(stripped, pa.array(list(markers), pa.string())))
+        return _mask(pc.or_kleene(pc.is_null(text), blank), series.index)
+    # Mixed values (JSON): records and lists are never blank unless a marker could read like one.
+    container = np.fromiter((isinstance(v, (dict, list)) for v in series.to_numpy()), dtype=bool, count=len(series))
+    if container.any() and not any(m.lstrip()[:1] in ("{", "[") for m in markers):
+        blank = np.zeros(len(series), dtype=bool)
+        blank[~container] = _is_blank_values(series[~container], markers).to_numpy(dtype=bool)
+        return pd.Series(blank, index=series.index)
+    return _is_blank_values(series, markers)
+
+
+def _is_blank_values(series: pd.Series, markers: Sequence[str]) -> pd.Series:
+    """``_is_blank`` of values of any type, through their text (the general, slower path)."""
     text = series.astype("string")
     stripped = text.str.strip()
     blank = text.isna() | (stripped == "")
@@ -87,10 +132,69 @@ def _to_timestamps(as_text: pd.Series, fmt: str | None) -> pd.Series:
     return ts
 
 
+def _to_float(series: pd.Series) -> pd.Series:
+    """Floats; plain decimal text is read by Arrow (exactly as Python's float() reads it), the rest by pandas."""
+    text = _text_array(series)
+    if text is None:
+        return pd.to_numeric(series, errors="coerce").astype("float64")
+    plain = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
+    values = pc.cast(pc.if_else(plain, text, pa.scalar(None, pa.string())), pa.float64())
+    result = pd.Series(values.to_numpy(zero_copy_only=False), index=series.index, dtype="float64")
+    other = ~plain.to_numpy(zero_copy_only=False) & series.notna().to_numpy()
+    if other.any():  # "inf", " 1.5", "1,5": pandas decides, as it always has
+        result[other] = pd.to_numeric(series[other], errors="coerce").astype("float64")
+    return result
+
+
+def _to_bool(series: pd.Series) -> pd.Series:
+    text = _text_array(series)
+    if text is not None:
+        word = pc.utf8_lower(_strip(text))
+        true, false = pc.is_in(word, pa.array(sorted(_TRUE))), pc.is_in(word, pa.array(sorted(_FALSE)))
+        values = pc.or_kleene(true, false).to_numpy(zero_copy_only=False)  # read as one or the other
+        known = values & series.notna().to_numpy()
+        flags = pd.arrays.BooleanArray(true.to_numpy(zero_copy_only=False), ~known)
+        return pd.Series(flags, index=series.index)
+
+    def to_bool(v):
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        text = str(v).strip().lower()
+        return True if text in _TRUE else False if text in _FALSE else None
+    return series.map(lambda v: None if pd.isna(v) else to_bool(v)).astype("boolean")
+
+
+def _canonical_encoder():
+    """``json.dumps(v, sort_keys=True)``, with the C encoder built once instead of once per value."""
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    python = json.JSONEncoder(sort_keys=True)
+    if c_make_encoder is None:
+        return python.encode
+    # No circular-reference bookkeeping: parsed JSON cannot refer to itself.
+    encode = c_make_encoder(None, python.default, encode_basestring_ascii, None, ": ", ", ", True, False, True)
+    return lambda v: "".join(encode(v, 0)) if isinstance(v, (dict, list)) else python.encode(v)
+
+
+_CANONICAL = _canonical_encoder()
+
+
+def _to_json(v):
+    """The value as canonical JSON text (sorted keys), or None when it is missing or not JSON."""
+    if isinstance(v, (dict, list)):
+        return _CANONICAL(v)
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    try:
+        return _CANONICAL(json.loads(v))
+    except (TypeError, ValueError):
+        return None
+
+
 def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
     """The typed column; values that do not fit come back as null (the caller compares with the input)."""
     if col.type == "float":
-        return pd.to_numeric(series, errors="coerce").astype("float64")
+        return _to_float(series)
     if col.type == "int":
         nums = pd.to_numeric(series, errors="coerce")
         nums = nums.where(np.isclose(nums % 1, 0) | nums.isna())
@@ -99,30 +203,32 @@ def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
         if pd.api.types.is_datetime64_any_dtype(series):
             ts = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
         else:
-            as_text = series.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v)
+            as_text = series
+            if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+                as_text = series.map(lambda v: v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v)
             ts = _to_timestamps(as_text.astype(object), col.format)
         ts = ts.astype("datetime64[us, UTC]")
-        return ts if col.type == "timestamp" else ts.dt.date.where(ts.notna(), None)
+        return ts if col.type == "timestamp" else _dates(ts)
     if col.type == "bool":
-        def to_bool(v):
-            if isinstance(v, (bool, np.bool_)):
-                return bool(v)
-            text = str(v).strip().lower()
-            return True if text in _TRUE else False if text in _FALSE else None
-        return series.map(lambda v: None if pd.isna(v) else to_bool(v)).astype("boolean")
+        return _to_bool(series)
     if col.type == "json":
-        def to_json(v):
-            if isinstance(v, (dict, list)):
-                return json.dumps(v, sort_keys=True)
-            try:
-                return json.dumps(json.loads(v), sort_keys=True)
-            except (TypeError, ValueError):
-                return None
-        return series.map(lambda v: None if v is None or (not isinstance(v, (dict, list)) and pd.isna(v))
-                          else to_json(v)).astype(object)
+        return pd.Series([_to_json(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
     # string
     missing = series.isna()
+    if _text_array(series) is not None:
+        return series.astype(object).where(~missing, None)
     return series.astype(str).where(~missing, None).astype(object)
+
+
+def _dates(ts: pd.Series, missing=None) -> pd.Series:
+    """``datetime.date`` values of UTC timestamps (``missing`` where there is none), converted by Arrow."""
+    present = ts.notna().to_numpy()
+    if not present.any():  # typed as pandas types a column without a single date
+        return ts.dt.date if missing is pd.NaT else ts.dt.date.where(ts.notna(), None)
+    days = pa.array(ts, from_pandas=True).cast(pa.date32()).to_numpy(zero_copy_only=False)
+    days = np.array([None] * len(ts), dtype=object) if not len(ts) else days.astype("datetime64[D]").astype(object)
+    days[~present] = missing
+    return pd.Series(days, index=ts.index, dtype=object)
 
 
 def _json_default(value):
@@ -133,9 +239,22 @@ def _json_default(value):
 
 def _record_json(row: pd.Series) -> str:
     """The record as it arrived (before typing), for people reading the quarantine."""
+    return _record_text(row.items())
+
+
+def _record_text(items) -> str:
     record = {k: (None if not isinstance(v, (dict, list)) and pd.isna(v) else v)
-              for k, v in row.items() if k not in (SOURCE_FILE, SOURCE_ROW)}
+              for k, v in items if k not in (SOURCE_FILE, SOURCE_ROW)}
     return json.dumps(record, default=_json_default)
+
+
+def _records_json(frame: pd.DataFrame, positions: np.ndarray) -> list[str]:
+    """``_record_json`` of the rows at ``positions``, without building a Series per row when the rows
+    hold values as stored (a frame with a text column: a row of it is of object type)."""
+    rows = frame.iloc[positions]
+    if not any(dtype == object for dtype in frame.dtypes):
+        return [_record_json(rows.iloc[k]) for k in range(len(rows))]
+    return [_record_text(record.items()) for record in rows.to_dict("records")]
 
 
 def _quarantine_frame(source: str, rows: list[dict]) -> pd.DataFrame:
@@ -144,6 +263,21 @@ def _quarantine_frame(source: str, rows: list[dict]) -> pd.DataFrame:
     frame["source_row"] = frame["source_row"].astype("Int64")
     frame["quarantined_at"] = pd.Timestamp.now(tz="UTC").floor("s")
     return frame
+
+
+class _Reasons:
+    """Reasons per row position, kept only for rows that break something (most rows break nothing)."""
+
+    def __init__(self):
+        self.by_row: dict[int, list[str]] = {}
+
+    def add(self, mask, message) -> None:
+        """``message(position)`` for every row where ``mask`` holds, after that row's earlier reasons."""
+        for pos in np.flatnonzero(np.asarray(mask, dtype=bool)):
+            self.by_row.setdefault(int(pos), []).append(message(pos))
+
+    def positions(self) -> np.ndarray:
+        return np.array(sorted(self.by_row), dtype=np.int64)
 
 
 def apply_contract(
@@ -159,7 +293,8 @@ def apply_contract(
     """Split parsed records into typed clean rows and quarantine rows with reasons.
 
     ``file_dates`` gives the partition date of each raw file, so unparseable records of a
-    partitioned source land in the right quarantine partition.
+    partitioned source land in the right quarantine partition. Every check is one vectorised pass
+    over a column; only the rows that break something are visited one by one, to word their reasons.
     """
     file_dates = file_dates or {}
     total = len(frame) + len(unparseable)
@@ -173,38 +308,36 @@ def apply_contract(
             )
     extra = [c for c in frame.columns if c not in contract.columns and c not in (SOURCE_FILE, SOURCE_ROW)]
     absent = [c for c in contract.columns if c not in frame.columns] if len(frame) else []
-    reasons = pd.Series([[] for _ in range(len(frame))], index=frame.index, dtype=object)
+    reasons = _Reasons()
     typed = pd.DataFrame(index=frame.index)
     for name, spec in contract.columns.items():
         raw = frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
         blank = _is_blank(raw, spec.null_values if spec.null_values is not None else contract.null_values)
         raw_values = raw.where(~blank, None) if raw.dtype == object else raw
         value = _coerce(raw_values, spec)
-        broken = ~blank & value.isna()
-        for i in frame.index[broken]:
-            reasons[i].append(f"{name}: {raw[i]!r} is not a valid {spec.type}")
+        reasons.add(~blank & value.isna(),
+                    lambda p, raw=raw, name=name, spec=spec: f"{name}: {raw.iloc[p]!r} is not a valid {spec.type}")
         if spec.required:
-            for i in frame.index[blank]:
-                reasons[i].append(f"{name}: required value missing")
+            reasons.add(blank, lambda p, name=name: f"{name}: required value missing")
         if spec.allowed is not None:
             outside = value.notna() & ~value.isin(spec.allowed)
-            for i in frame.index[outside]:
-                reasons[i].append(f"{name}: {value[i]!r} is not one of {', '.join(spec.allowed)}")
+            reasons.add(outside, lambda p, value=value, name=name, spec=spec:
+                        f"{name}: {value.iloc[p]!r} is not one of {', '.join(spec.allowed)}")
         typed[name] = value.where(~blank, None) if spec.type in ("string", "json") else value
     if partition_column and dates is not None and len(frame):
-        day = pd.to_datetime(typed[partition_column], utc=True).dt.date
+        day = _dates(pd.to_datetime(typed[partition_column], utc=True), missing=pd.NaT)
         outside = typed[partition_column].notna() & ~day.isin(set(dates))
         window = f"{min(dates)}..{max(dates)}" if dates else "none"
-        for i in frame.index[outside]:
-            reasons[i].append(f"{partition_column}: {day[i]} is outside the requested partitions {window}")
+        reasons.add(outside, lambda p: f"{partition_column}: {day.iloc[p]} is outside the requested partitions {window}")
         typed["date"] = day
 
-    bad_mask = reasons.map(bool)
+    bad = reasons.positions()
+    origin = frame[[SOURCE_FILE, SOURCE_ROW]].iloc[bad] if len(bad) else None
     rows = [
-        {"source_file": frame.at[i, SOURCE_FILE], "source_row": frame.at[i, SOURCE_ROW],
-         "reason": "; ".join(reasons[i]), "record": _record_json(frame.loc[i]),
-         "date": file_dates.get(frame.at[i, SOURCE_FILE])}
-        for i in frame.index[bad_mask]
+        {"source_file": file, "source_row": row, "reason": "; ".join(reasons.by_row[int(pos)]), "record": record,
+         "date": file_dates.get(file)}
+        for pos, file, row, record in zip(bad, origin[SOURCE_FILE] if len(bad) else (),
+                                          origin[SOURCE_ROW] if len(bad) else (), _records_json(frame, bad))
     ]
     rows += [
         {"source_file": u.source_file, "source_row": u.source_row, "reason": u.reason,
@@ -218,5 +351,7 @@ def apply_contract(
             f"(more than {contract.max_bad_fraction:.0%}); first: {sample['source_file']} row "
             f"{sample['source_row']}: {sample['reason']}"
         )
-    clean = typed[~bad_mask].reset_index(drop=True)
+    keep = np.ones(len(frame), dtype=bool)
+    keep[bad] = False
+    clean = typed[keep].reset_index(drop=True)
     return ContractResult(clean, _quarantine_frame(source, rows), extra, tuple(absent))

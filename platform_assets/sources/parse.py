@@ -105,7 +105,10 @@ def _parse_csv(obj: RawObject, opts: ReadOptions = DEFAULT_READ) -> Parsed:
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise RawFormatError(f"{obj.name} is not readable as CSV (delimiter {opts.delimiter!r}, "
                              f"encoding {opts.encoding}): {exc}") from exc
-    frame = table.to_pandas().astype(object).where(lambda f: f.notna(), None)
+    if all(pa.types.is_string(t) for t in table.schema.types):  # the usual case: text with None where empty
+        frame = table.to_pandas()
+    else:
+        frame = table.to_pandas().astype(object).where(lambda f: f.notna(), None)
     # Line numbers of the kept rows: data rows start after the header; skipped lines are known by number.
     skipped = {b.source_row for b in bad}
     first = 2 if opts.header else 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -32,6 +33,7 @@ from platform_assets.metadata import frame_metadata
 from platform_assets.sources.config import Contract
 from platform_assets.streaming import microbatch as mb
 from platform_assets.streaming.config import StreamCatalogue, StreamConfig
+from platform_assets.streaming.predict import Scored, StreamPredictor
 from resources.kafka import KafkaMessage, KafkaResource, OffsetRange
 from resources.lake import LakeResource
 from resources.stream_store import SCHEMA, BatchConflict, StreamStore, stats_view
@@ -50,6 +52,8 @@ class Batch(NamedTuple):
     started: pd.Timestamp
     lake_at: pd.Timestamp
     durable_at: pd.Timestamp
+    scored: Scored | None = None  # online features and predictions, when the stream declares them
+    seconds: dict | None = None  # per step (intent, decode, lake, windows_alerts, predict, transaction, publish, commit)
 
 
 class StreamTarget(NamedTuple):
@@ -68,18 +72,37 @@ class StreamTarget(NamedTuple):
 
 def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges: Sequence[OffsetRange], *,
                   kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore,
-                  commit: Callable[[dict[int, int]], None], run_id: str | None) -> Batch:
-    """Steps 1-6 above for the messages of exactly ``ranges`` (see the module docstring)."""
+                  commit: Callable[[dict[int, int]], None], run_id: str | None,
+                  predictor: StreamPredictor | None = None) -> Batch:
+    """Steps 1-6 above for the messages of exactly ``ranges`` (see the module docstring); with a
+    ``predictor``, the batch's predictions join step 5's transaction and are published after it."""
+    try:
+        return _process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
+                              commit=commit, run_id=run_id, predictor=predictor)
+    except BaseException:
+        if predictor is not None:  # its rolling state may no longer match the warehouse
+            predictor.reset()
+        raise
+
+
+def _process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges: Sequence[OffsetRange], *,
+                   kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore,
+                   commit: Callable[[dict[int, int]], None], run_id: str | None,
+                   predictor: StreamPredictor | None) -> Batch:
     name, stream, topic = target.name, target.stream, target.stream.topic
     ranges = [r for r in ranges if r.end > r.start]
     started = pd.Timestamp.now(tz="UTC")
+    clock = _Steps()
     stream_store.record_intent(topic, ranges, run_id)
+    clock.lap("intent")
     decoded = mb.decode(messages, target.contract, topic)
+    clock.lap("decode")
     valid, dead = decoded.valid, decoded.dead_letters
     files = mb.lake_files(valid, target.lake_base, stream.event_time, ranges)
     for rel, rows in files.items():
         lake.write_parquet(rel, pa.Table.from_pandas(rows, preserve_index=False))
     lake_at = pd.Timestamp.now(tz="UTC")
+    clock.lap("lake")
 
     partials = mb.minute_partials(valid, stream, ranges) if stream.windows else None
     alerts = None
@@ -96,13 +119,19 @@ def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges
                 (str(a.key).encode(), json.dumps({**a._asdict(), "event_time": a.event_time.isoformat(),
                                                    "stream": name, "topic": topic}).encode())
                 for a in alerts.itertuples(index=False)))
+    clock.lap("windows_alerts")
+    scored = predictor.prepare(valid, partials, ranges, topic) if predictor is not None else None
+    clock.lap("predict")
+    if scored is not None and scored.alerts is not None and len(scored.alerts):
+        alerts = pd.concat([a for a in (alerts, scored.alerts) if a is not None and len(a)], ignore_index=True)
     counts = {r.partition: (int((valid[mb.PARTITION] == r.partition).sum()) if len(valid) else 0,
                             int((dead["partition"] == r.partition).sum()))
               for r in ranges}
     try:
         stream_store.record_batch(stream=name, topic=topic, ranges=ranges, counts=counts, dead_letters=dead,
                                   partials=partials, alerts=alerts, key=stream.key,
-                                  signals=stream.windows.signals if stream.windows else (), run_id=run_id)
+                                  signals=stream.windows.signals if stream.windows else (), run_id=run_id,
+                                  predictions=scored.predictions if scored is not None else None)
     except BatchConflict as conflict:
         # Another consumer recorded these partitions first: our files there are named by ranges
         # that will never be recorded, so they go (theirs have other names).
@@ -111,8 +140,31 @@ def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges
                 lake.delete_file(rel)
         raise
     durable_at = pd.Timestamp.now(tz="UTC")
+    clock.lap("transaction")
+    if scored is not None:
+        try:  # durable already: a failure here costs freshness (Redis, topic), never data
+            predictor.publish(scored)
+            scored.status["published_at"] = pd.Timestamp.now(tz="UTC").isoformat()
+        except Exception as exc:  # noqa: BLE001 (the state advanced first: it stays right)
+            scored.status["publish_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    clock.lap("publish")
     commit({r.partition: r.end for r in ranges})
-    return Batch(ranges, len(messages), valid, dead, files, partials, alerts, started, lake_at, durable_at)
+    clock.lap("commit")
+    return Batch(ranges, len(messages), valid, dead, files, partials, alerts, started, lake_at, durable_at, scored,
+                 clock.seconds)
+
+
+class _Steps:
+    """Seconds per step of a batch, for its metadata and the benchmark's breakdown."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._t, 4)
+        self._t = now
 
 
 def batch_metadata(target: StreamTarget, batch: Batch, lake: LakeResource) -> dict[str, dict]:
@@ -135,6 +187,7 @@ def batch_metadata(target: StreamTarget, batch: Batch, lake: LakeResource) -> di
             "event_to_lake_seconds_max": float(to_lake.max()) if len(to_lake) else 0.0,
             "produce_to_durable_seconds_max": round(float(kafka_to_durable.max()), 3) if len(kafka_to_durable) else 0.0,
             "batch_seconds": round((batch.durable_at - batch.started).total_seconds(), 3),
+            "step_seconds": dg.MetadataValue.json(batch.seconds or {}),
             "path": dg.MetadataValue.path(lake.uri(base)),
         },
         "dead_letters": {
@@ -150,4 +203,10 @@ def batch_metadata(target: StreamTarget, batch: Batch, lake: LakeResource) -> di
         out["alerts"] = {"dagster/row_count": len(batch.alerts) if batch.alerts is not None else 0,
                          "offset_ranges": offsets_md, "topic": target.streams.alerts_topic,
                          "table": f"{SCHEMA}.alerts"}
+    if "predictions" in target.keys:
+        status = dict(batch.scored.status) if batch.scored is not None else {"predictions": 0}
+        out["lake"]["predictions_status"] = str(status.get("publish_error") or status.get("champion", "n/a"))
+        out["predictions"] = {"dagster/row_count": int(status.pop("predictions", 0)), "offset_ranges": offsets_md,
+                              **{k: (v if isinstance(v, (int, float)) else str(v)) for k, v in status.items()},
+                              "topic": str(target.streams.predictions_topic), "table": f"{SCHEMA}.predictions"}
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from platform_assets import namespace
 from platform_assets.sources.config import Catalogue, CatalogueError, Contract, load_validated
 
 DEFAULT_STREAMS = Path(__file__).resolve().parent.parent / "streams.yaml"
@@ -49,6 +50,25 @@ class Anomalies(_Strict):
     zscore: float = Field(default=4.0, gt=0)
 
 
+class Predictions(_Strict):
+    """Score each batch's readings with a model's champion (online features from the stream)."""
+
+    model: str = Field(description="a classification model of the model catalogue (models.yaml)")
+    threshold: float = Field(default=0.5, ge=0, le=1, description="a score above this raises an alert")
+    reload_seconds: float = Field(default=30.0, gt=0, description="how often the champion alias is checked")
+    context_refresh_seconds: float = Field(default=300.0, gt=0,
+                                           description="how often the register, maintenance and failures are re-read")
+
+
+class Compaction(_Strict):
+    """Hourly compaction of the stream's lake files (platform_assets/streaming/compaction.py)."""
+
+    start: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}-\d{2}:\d{2}$",
+                       description="first hour partition, YYYY-MM-DD-HH:MM (UTC)")
+    grace_minutes: int = Field(default=10, ge=0, description="an hour is closed this long after it ends")
+    cron: str = Field(default="15 * * * *", description="when the latest closed hour is compacted")
+
+
 class StreamConfig(_Strict):
     topic: str
     contract_of: str
@@ -69,11 +89,24 @@ class StreamConfig(_Strict):
     mode: str = Field(default="micro_batch", pattern="^(micro_batch|continuous)$")
     max_wait: float = Field(default=1.0, gt=0, description="continuous: seconds a batch waits at most")
     max_messages: int = Field(default=20_000, gt=0, description="continuous: messages per batch at most")
+    # continuous: what reads the topic. python: the confluent-kafka consumer; spark: Spark Structured
+    # Streaming (platform_assets/streaming/spark_engine.py). Both run the same process_batch.
+    engine: str = Field(default="python", pattern="^(python|spark)$")
+    predictions: Predictions | None = None
+    compaction: Compaction | None = None
 
     @model_validator(mode="after")
     def _anomalies_need_windows(self) -> StreamConfig:
         if self.anomalies and not self.windows:
             raise ValueError("anomalies are computed from the windowed statistics: declare windows too")
+        if self.predictions:
+            from platform_assets.ml.features import HOURLY_FROM_READINGS
+
+            needed = {col for col, _ in HOURLY_FROM_READINGS.values()}
+            missing = needed - set(self.windows.signals if self.windows else ())
+            if missing:
+                raise ValueError(f"predictions read the online features, made from the windows of {sorted(needed)}: "
+                                 f"add {sorted(missing)} to windows.signals")
         if self.anomalies and self.windows:
             missing = set(self.anomalies.signals) - set(self.windows.signals)
             if missing:
@@ -84,6 +117,8 @@ class StreamConfig(_Strict):
 class StreamCatalogue(_Strict):
     topics: dict[str, TopicSpec]
     alerts_topic: str
+    # Where streams with ``predictions`` send their scores (keyed by prediction id).
+    predictions_topic: str | None = None
     streams: dict[str, StreamConfig]
 
     @model_validator(mode="after")
@@ -93,6 +128,11 @@ class StreamCatalogue(_Strict):
                 raise ValueError(f"stream {name}: topic {stream.topic!r} is not declared under topics")
         if self.alerts_topic not in self.topics:
             raise ValueError(f"alerts_topic {self.alerts_topic!r} is not declared under topics")
+        scored = sorted(n for n, s in self.streams.items() if s.predictions)
+        if scored and self.predictions_topic is None:
+            raise ValueError(f"streams {scored} declare predictions: name their topic in predictions_topic")
+        if self.predictions_topic is not None and self.predictions_topic not in self.topics:
+            raise ValueError(f"predictions_topic {self.predictions_topic!r} is not declared under topics")
         return self
 
     def contract(self, stream: str, sources: Catalogue) -> Contract:
@@ -136,9 +176,24 @@ def apply_env_overrides(catalogue: StreamCatalogue, environ=os.environ) -> Strea
         raise CatalogueError(f"stream catalogue after {', '.join(ENV_OVERRIDES)}: {exc}") from None
 
 
+def apply_namespace(catalogue: StreamCatalogue, ns: str) -> StreamCatalogue:
+    """Topic names under ``PLATFORM_NAMESPACE`` (``<topic>.<ns>``, platform_assets/namespace.py): two
+    namespaces on one broker never read or write each other's topics. Unchanged without one."""
+    if not ns:
+        return catalogue
+    data = catalogue.model_dump()
+    data["topics"] = {namespace.topic(name, ns): spec for name, spec in data["topics"].items()}
+    for field in [k for k, v in data.items() if k.endswith("_topic") and v]:  # alerts_topic, predictions_topic
+        data[field] = namespace.topic(data[field], ns)
+    for stream in data["streams"].values():
+        stream["topic"] = namespace.topic(stream["topic"], ns)
+    return StreamCatalogue.model_validate(data)
+
+
 def load_streams(sources: Catalogue, path: str | os.PathLike | None = None, environ=os.environ) -> StreamCatalogue:
     path = Path(path or environ.get("PLATFORM_STREAMS_FILE") or DEFAULT_STREAMS)
     catalogue = apply_env_overrides(load_validated(path, StreamCatalogue, "stream catalogue"), environ)
+    catalogue = apply_namespace(catalogue, namespace.current(None if environ is os.environ else environ))
     for name, stream in catalogue.streams.items():
         source = sources.sources.get(stream.contract_of)
         if source is None:

@@ -30,6 +30,9 @@ from resources.stream_store import StreamStore
 
 OBSERVE_EVERY_S = 10.0  # consumer lag as an observation of the topic asset
 DISCOVER_EVERY_S = 30.0  # partitions added to the topic join the shard that owns them
+# A poll returns when it has its messages or at its timeout; short polls let a batch's clock start when
+# its first message arrives (a 1 s poll under light traffic started it up to 1 s late).
+POLL_SLICE_S = 0.1
 
 
 class Batcher:
@@ -110,7 +113,7 @@ def interrupts_deferred() -> Iterator[list[int]]:
 def _materializations(target: StreamTarget, metadata: dict[str, dict]) -> list[dg.AssetMaterialization]:
     out = []
     for part, md in metadata.items():
-        if part in ("dead_letters", "alerts") and not md["dagster/row_count"]:
+        if part in ("dead_letters", "alerts", "predictions") and not md["dagster/row_count"]:
             continue  # nothing written to that table by this batch
         out.append(dg.AssetMaterialization(asset_key=target.keys[part], metadata=md))
     return out
@@ -118,10 +121,10 @@ def _materializations(target: StreamTarget, metadata: dict[str, dict]) -> list[d
 
 def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int, parallelism: int, *,
             kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore, group: str,
-            topic_key: dg.AssetKey, stop: Callable[[], bool] = lambda: False) -> Iterator[dg.AssetMaterialization
-                                                                                          | dg.AssetObservation]:
+            topic_key: dg.AssetKey, stop: Callable[[], bool] = lambda: False,
+            predictor=None) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
     """Consume the shard's partitions until interrupted (or ``stop()``), yielding each batch's events."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     stream, topic = target.stream, target.stream.topic
     mine = lambda parts: sorted(p for p in parts if p % parallelism == shard)
@@ -131,19 +134,12 @@ def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int,
     def durable_batch(messages, ranges, commit):
         with interrupts_deferred():
             batch = process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
-                                  commit=commit, run_id=run_id)
+                                  commit=commit, run_id=run_id, predictor=predictor)
         return _materializations(target, batch_metadata(target, batch, lake))
 
-    stream_store.ensure_schema()
     with contextlib.ExitStack() as stack:
-        partitions = mine(kafka.partitions(topic))
-        stack.enter_context(stream_store.partitions_lock(
-            topic, partitions, on_wait=lambda p: log.info(f"partition {p}: waiting for the previous consumer")))
-        stack.enter_context(stream_store.pinned())
-        # A consumer that died between its intent and its transaction: redo exactly those ranges.
-        pending = stream_store.pending_intents(topic, partitions)
+        partitions, pending = claim_partitions(stack, stream_store, kafka, topic, mine, log)
         if pending:
-            log.info(f"redoing unrecorded ranges {pending} left by a previous consumer")
             yield from durable_batch(kafka.read_ranges(topic, pending), pending,
                                      lambda offsets: kafka.commit(group, topic, offsets))
 
@@ -164,19 +160,14 @@ def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int,
         log.info(f"stream {target.name} shard {shard}/{parallelism}: consuming partitions {partitions} "
                  f"from {positions}, a batch every {stream.max_wait:g} s or {stream.max_messages} messages")
 
-        def commit(offsets: dict[int, int]) -> None:
-            try:
-                consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
-                                asynchronous=False)
-            except KafkaException as exc:  # the data is durable; the next commit catches up
-                log.warning(f"offset commit failed (lag monitoring only): {exc}")
+        commit = committer(consumer, topic, log)
 
         batcher = Batcher(stream.max_wait, stream.max_messages)
         observed = discovered = time.monotonic()
         totals = {"batches": 0, "messages": 0}
         while not stop():
             for msg in consumer.consume(num_messages=max(1, min(batcher.room(), 10_000)),
-                                        timeout=batcher.poll_timeout()):
+                                        timeout=min(batcher.poll_timeout(), POLL_SLICE_S)):
                 err = msg.error()
                 if err is not None:
                     if err.fatal():
@@ -210,17 +201,55 @@ def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int,
                 log.info(f"shard {shard}: {totals['batches']} batches, {totals['messages']} messages so far")
 
 
+def claim_partitions(stack: contextlib.ExitStack, stream_store: StreamStore, kafka: KafkaResource, topic: str,
+                     mine: Callable[[list[int]], list[int]], log) -> tuple[list[int], list[OffsetRange]]:
+    """The start of every consumer, of either engine: the shard's partitions locked against any other
+    consumer (held until ``stack`` closes), one pinned warehouse connection, and the ranges a consumer
+    that died between its intent and its transaction left behind, to redo exactly, first."""
+    stream_store.ensure_schema()
+    partitions = mine(kafka.partitions(topic))
+    stack.enter_context(stream_store.partitions_lock(
+        topic, partitions, on_wait=lambda p: log.info(f"partition {p}: waiting for the previous consumer")))
+    stack.enter_context(stream_store.pinned())
+    pending = stream_store.pending_intents(topic, partitions)
+    if pending:
+        log.info(f"redoing unrecorded ranges {pending} left by a previous consumer")
+    return partitions, pending
+
+
+def committer(consumer, topic: str, log) -> Callable[[dict[int, int]], None]:
+    """The offset commit after a durable batch: a failure is only a warning (the data is durable, the
+    durable table is the truth, and the next commit catches up)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    def commit(offsets: dict[int, int]) -> None:
+        try:
+            consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+        except KafkaException as exc:
+            log.warning(f"offset commit failed (lag monitoring only): {exc}")
+    return commit
+
+
 def observe_lag(consumer, topic: str, positions: dict[int, int], topic_key: dg.AssetKey, target: StreamTarget,
                 shard: int, totals: dict) -> dg.AssetObservation:
-    """Messages on the shard's partitions not yet durable (high watermark − durable position)."""
-    from confluent_kafka import TopicPartition
+    """Messages on the shard's partitions not yet durable (high watermark − durable position).
 
-    lag = {}
+    Observation only: while the broker is unreachable the lag is reported unknown (-1) instead of
+    ending the consumer run, which would cost a restart per broker blip and protect nothing."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    lag: dict[int, int] = {}
     for p, pos in positions.items():
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)
+        except KafkaException:
+            lag[p] = -1
+            continue
         lag[p] = max(0, high - pos)
+    known = [v for v in lag.values() if v >= 0]
     return dg.AssetObservation(asset_key=topic_key, metadata={
-        "consumer_lag": sum(lag.values()), "lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in lag.items()}),
+        "consumer_lag": sum(known) if len(known) == len(lag) else -1,
+        "lag_by_partition": dg.MetadataValue.json({str(p): v for p, v in lag.items()}),
         "stream": target.name, "shard": shard, "mode": "continuous", "batches_so_far": totals["batches"],
         "messages_so_far": totals["messages"]})
 

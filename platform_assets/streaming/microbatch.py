@@ -19,6 +19,7 @@ import pandas as pd
 from platform_assets.sources.config import Contract
 from platform_assets.sources.contract import apply_contract
 from platform_assets.sources.parse import SOURCE_FILE, SOURCE_ROW
+from platform_assets.streaming import registry
 from platform_assets.streaming.config import Anomalies, StreamConfig, Windows
 from resources.kafka import KafkaMessage, OffsetRange
 
@@ -38,8 +39,9 @@ def decode(messages: Sequence[KafkaMessage], contract: Contract, topic: str) -> 
     for m in messages:
         reason = None
         try:
-            doc = json.loads(m.value) if m.value is not None else None
-            if not isinstance(doc, dict):
+            value, reason = registry.unframe(m.value)  # registry-framed: checked against its schema first
+            doc = json.loads(value) if value is not None else None
+            if reason is None and not isinstance(doc, dict):
                 reason = "value is not a JSON object" if doc is not None else "empty value"
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             reason = f"invalid JSON: {exc}"

@@ -3,7 +3,8 @@
 Existing topics with fewer partitions than declared are grown; partitions are never removed (Kafka
 cannot), and a running stream sensor picks up added partitions at its next tick. Counts and the
 replication factor come from streams.yaml or, per environment, STREAM_TOPIC_PARTITIONS and
-STREAM_TOPIC_REPLICATION_FACTOR (platform_assets/streaming/config.py).
+STREAM_TOPIC_REPLICATION_FACTOR (platform_assets/streaming/config.py). Names are this environment's:
+with ``PLATFORM_NAMESPACE=acme`` the topics made are ``<topic>.acme`` (platform_assets/namespace.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ In one run, on the same events:
    ``--rate`` and at 1,000 msg/s (latency, measured as in 3); each run is stopped by an interrupt,
    as a termination from the UI would.
 
+Parts 3 and 4 run with predictions on the stream (a small champion registered under a registry
+prefix of the benchmark's own, online features in a Redis database of its own) and anomalies in the
+data, and also measure produce → alert (each alert's message on the alerts topic against its
+reading's event time) and produce → prediction (the prediction message that carried each reading's
+new features, against the reading's event time), p50/p95/max, with how many were accounted for.
+A profile of batches of 1,000 messages (1 s at 1,000 msg/s) says where a batch's time goes.
+
 Each part uses fresh topics, a fresh warehouse database and a fresh lake; all are removed at the end.
 
     .venv/bin/python tests/benchmarks/bench_streaming.py [--messages 100000] [--batch 20000]
@@ -57,7 +64,7 @@ from platform_assets.streaming.produce import FleetStream, produce
 from platform_assets.streaming.topics import ensure_topics
 from resources.kafka import OffsetRange
 from tests.integration.conftest import _pg_admin
-from tests.integration.streaming_harness import STREAM, Harness, renamed
+from tests.integration.streaming_harness import STREAM, Harness, renamed, with_predictions_topic
 
 
 def log(msg: str) -> None:
@@ -147,7 +154,8 @@ def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Pa
     runs = _batches(env, h.topic(), since=t0)["runs"]
     return {"rate": rate, "seconds": seconds, "produced": tally["delivered"], "runs": runs,
             "latency_p50_s": round(float(np.percentile(lat, 50)), 2), "latency_p95_s": round(float(np.percentile(lat, 95)), 2),
-            "latency_max_s": round(float(lat.max()), 2), "messages_measured": len(lat)}
+            "latency_max_s": round(float(lat.max()), 2), "messages_measured": len(lat),
+            **_signal_latencies(env, h, Path(env["LAKE_ROOT"]), t0)}
 
 
 def _warehouse(env):
@@ -195,6 +203,132 @@ def _latencies(env, lake_root: Path, since: pd.Timestamp, topic: str) -> np.ndar
         rows = lake[(lake["_partition"] == b.partition) & (lake["_offset"] >= b.start_offset) & (lake["_offset"] < b.end_offset)]
         out.append((pd.Timestamp(b.written_at) - rows["ts"]).dt.total_seconds().to_numpy())
     return np.concatenate(out) if out else np.array([np.nan])
+
+
+def _stats(values: np.ndarray, prefix: str) -> dict:
+    if not len(values):
+        return {f"{prefix}_measured": 0}
+    return {f"{prefix}_p50_s": round(float(np.percentile(values, 50)), 3),
+            f"{prefix}_p95_s": round(float(np.percentile(values, 95)), 3),
+            f"{prefix}_max_s": round(float(values.max()), 3), f"{prefix}_measured": len(values)}
+
+
+def _topic_times(h: Harness, topic: str, field: str) -> dict[str, pd.Timestamp]:
+    """``field`` of each message's JSON value → the message's timestamp (set when produced)."""
+    marks = h.kafka.watermarks(topic)
+    ranges = [OffsetRange(p, low, high) for p, (low, high) in marks.items() if high > low]
+    out = {}
+    for m in h.kafka.read_ranges(topic, ranges) if ranges else []:
+        doc = json.loads(m.value)
+        out[str(doc.get(field))] = pd.Timestamp(m.timestamp_ms, unit="ms", tz="UTC")
+    return out
+
+
+def _signal_latencies(env, h: Harness, lake_root: Path, since: pd.Timestamp) -> dict:
+    """Produce → alert (per alert) and produce → prediction (per reading whose features a prediction
+    carried), from the topics' message times, with how many of the recorded ones were found there."""
+    import pyarrow.dataset as ds
+
+    topic = h.topic()
+    conn = _warehouse(env)
+    try:
+        alerts = pd.read_sql("SELECT alert_id, signal, event_time FROM streaming.alerts WHERE topic = %(t)s "
+                             "AND event_time >= %(s)s", conn, params={"t": topic, "s": since.to_pydatetime()})
+        preds = pd.read_sql("SELECT prediction_id, key, partition, \"offset\" FROM streaming.predictions "
+                            "WHERE topic = %(t)s AND event_time >= %(s)s", conn,
+                            params={"t": topic, "s": since.to_pydatetime()}) \
+            if pd.read_sql("SELECT to_regclass('streaming.predictions') AS t", conn)["t"].iloc[0] else pd.DataFrame()
+        batches = pd.read_sql("SELECT partition, start_offset, end_offset FROM streaming.batches WHERE topic = %(t)s",
+                              conn, params={"t": topic})
+    finally:
+        conn.close()
+    out = {"alerts_recorded": len(alerts), "predictions_recorded": len(preds)}
+    sent = _topic_times(h, h.streams.alerts_topic, "alert_id")
+    found = alerts[alerts["alert_id"].isin(sent)]
+    out["alerts_on_topic"] = len(found)
+    out |= _stats(np.array([(sent[a] - pd.Timestamp(t)).total_seconds()
+                            for a, t in zip(found["alert_id"], found["event_time"])]), "alert")
+    if len(preds) and h.streams.predictions_topic:
+        published = _topic_times(h, h.streams.predictions_topic, "prediction_id")
+        preds = preds[preds["prediction_id"].isin(published)].copy()
+        out["predictions_on_topic"] = len(preds)
+        preds["published"] = preds["prediction_id"].map(published)
+        lake = ds.dataset(lake_root / "stream" / STREAM, format="parquet", partitioning="hive") \
+            .to_table(columns=["ts", "machine_id", "_partition", "_offset"]).to_pandas()
+        lake = lake[lake["ts"] >= since]
+        # Each reading → its batch (the range holding its offset) → that batch's prediction of its machine.
+        b = batches.sort_values("start_offset")
+        lake = lake.sort_values("_offset")
+        lake = pd.merge_asof(lake, b.rename(columns={"partition": "_partition"}), left_on="_offset",
+                             right_on="start_offset", by="_partition")
+        preds = pd.merge_asof(preds.sort_values("offset"), b, left_on="offset", right_on="start_offset", by="partition")
+        joined = lake.merge(preds[["key", "partition", "start_offset", "published"]],
+                            left_on=["machine_id", "_partition", "start_offset"],
+                            right_on=["key", "partition", "start_offset"])
+        out["readings_with_prediction"] = len(joined)
+        out["readings_landed"] = len(lake)
+        out |= _stats((joined["published"] - joined["ts"]).dt.total_seconds().to_numpy(), "prediction")
+    return out
+
+
+def register_champion(mlflow) -> str:
+    """A small failure classifier on the feature set's columns, promoted champion: its version."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from platform_assets.ml.features import SIGNALS, machine_hourly_features
+
+    rng = np.random.default_rng(0)
+    hours = pd.date_range("2026-11-01", periods=48, freq="h", tz="UTC")
+    hourly = pd.DataFrame([{"machine_id": f"M{m:03d}", "hour": t, **{s: rng.normal(60, 10) for s in SIGNALS}}
+                           for m in range(1, 25) for t in hours])
+    empty = pd.DataFrame(columns=["machine_id", "model", "rated_power_kw", "install_date"])
+    features = machine_hourly_features(hourly, empty, pd.DataFrame(columns=["machine_id", "performed_at"]),
+                                       pd.DataFrame(columns=["machine_id", "failure_time"]))
+    cols = [c for c in features.columns if c not in ("machine_id", "as_of", "source_cutoff", "model",
+                                                     "failure_within_24h", "hours_to_failure")]
+    y = (features["avg_temperature"] > features["avg_temperature"].quantile(0.8)).astype(int)
+    pipeline = make_pipeline(SimpleImputer(keep_empty_features=True), LogisticRegression(max_iter=500))
+    pipeline.fit(features[cols], y)
+    name = mlflow.registered_name("failure_within_24h")
+    version = mlflow.log_sklearn(pipeline, name, features[cols].head(5))
+    mlflow.promote(name, version)
+    return version
+
+
+def profile_batches(streams, lake_root: Path, batches: int = 10, size: int = 1000) -> dict:
+    """Median seconds per step of a batch of ``size`` messages with predictions (process_batch)."""
+    from platform_assets.streaming.assets import stream_keys, stream_predictor
+    from platform_assets.streaming.batch import StreamTarget, process_batch
+    from resources import build_resources
+
+    os.environ["LAKE_ROOT"] = str(lake_root)
+    res = build_resources(resolved=True)
+    h = Harness(streams)
+    ensure_topics(h.kafka.admin(), streams.topics)
+    produce(h.kafka, h.topic(), FleetStream(STREAM, seed=4, anomalies=0.002), rate=1e7, count=batches * size,
+            duration=None, progress=False)
+    stream = streams.streams[STREAM]
+    target = StreamTarget(STREAM, stream, streams, streams.contract(STREAM, load_catalogue()), stream_keys(STREAM, stream))
+    predictor = stream_predictor(target, kafka=res["kafka"], lake=res["lake"], stream_store=res["stream_store"],
+                                 mlflow=res["mlflow"], online_store=res["online_store"])
+    marks = h.kafka.watermarks(h.topic())
+    steps, extra = [], []
+    for i in range(batches):  # the i-th tenth of every partition: about ``size`` messages
+        ranges = [OffsetRange(p, high * i // batches, high * (i + 1) // batches) for p, (_, high) in marks.items()]
+        ranges = [r for r in ranges if r.end > r.start]
+        batch = process_batch(target, h.kafka.read_ranges(h.topic(), ranges), ranges, kafka=res["kafka"],
+                              lake=res["lake"], stream_store=res["stream_store"], commit=lambda o: None,
+                              run_id="profile", predictor=predictor)
+        if i:  # the first batch loads the champion and the state
+            steps.append(batch.seconds)
+            extra.append({k: batch.scored.status.get(k, 0.0) for k in ("features_seconds", "score_seconds")})
+    out = {k: round(float(np.median([s[k] for s in steps])), 4) for k in steps[0]}
+    out |= {k: round(float(np.median([e[k] for e in extra])), 4) for k in extra[0]}
+    out["total"] = round(sum(float(np.median([s[k] for s in steps])) for k in steps[0]), 4)
+    out["messages_per_batch"] = size
+    return out
 
 
 def continuous_run(streams, instance, lake_root: Path, until, started=None) -> float:
@@ -245,7 +379,10 @@ def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[flo
     (home / "dagster.yaml").write_text((ROOT / "deploy" / "local" / "dagster.yaml").read_text())
     out = {}
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        streams = renamed(base, f"cont-{suffix}", mode="continuous")
+        from resources import build_resources
+
+        kafka = build_resources(resolved=True)["kafka"]
+        streams = with_predictions_topic(kafka, renamed(base, f"cont-{suffix}", mode="continuous", predictions=True))
         h = Harness(streams)
         topics += list(streams.topics)
         ensure_topics(h.kafka.admin(), streams.topics)
@@ -256,7 +393,8 @@ def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[flo
                               lambda: (_batches(env, h.topic()).get("end") or 0) >= messages)
         out["throughput"] = {"seconds": round(secs, 3), "events_per_s": round(messages / secs)}
         for rate in rates:
-            streams = renamed(base, f"cont{int(rate)}-{suffix}", mode="continuous")
+            streams = with_predictions_topic(h.kafka, renamed(base, f"cont{int(rate)}-{suffix}", mode="continuous",
+                                                              predictions=True))
             h = Harness(streams)
             topics += list(streams.topics)
             ensure_topics(h.kafka.admin(), streams.topics)
@@ -269,8 +407,8 @@ def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[flo
                     time.sleep(0.1)  # the consumer is up
                 state["t0"] = pd.Timestamp.now(tz="UTC")
                 log(f"continuous: producing at {rate:g} msg/s for {seconds:g} s")
-                state["tally"] = produce(h.kafka, h.topic(), FleetStream(STREAM, seed=2), rate=rate, count=None,
-                                         duration=seconds, progress=False)
+                state["tally"] = produce(h.kafka, h.topic(), FleetStream(STREAM, seed=2, anomalies=0.002), rate=rate,
+                                         count=None, duration=seconds, progress=False)
 
             def drained(h=h, state=state):
                 return "tally" in state and (_batches(env, h.topic()).get("end") or 0) >= 50 + state["tally"]["delivered"]
@@ -284,7 +422,8 @@ def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[flo
                 "rate": rate, "seconds": seconds, "produced": state["tally"]["delivered"], "batches": batches["n"],
                 "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
                 "latency_p95_s": round(float(np.percentile(lat, 95)), 3),
-                "latency_max_s": round(float(lat.max()), 3), "messages_measured": len(lat)}
+                "latency_max_s": round(float(lat.max()), 3), "messages_measured": len(lat),
+                **_signal_latencies(env, h, lake, state["t0"])}
     return out
 
 
@@ -301,15 +440,22 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     # Databases of its own, the Dagster instance's too: its daemon must not share the demo's runs.
     env = {"WAREHOUSE_DB": f"bench_stream_{suffix}", "DAGSTER_PG_DB": f"bench_dagster_{suffix}",
-           "LAKE_ROOT": str(tmp / "lake")}
+           "LAKE_ROOT": str(tmp / "lake"), "REDIS_DB": "13", "MLFLOW_REGISTRY_PREFIX": f"bench{suffix}_",
+           "MLFLOW_EXPERIMENT_PREFIX": f"bench-{suffix}"}
     for db in (env["WAREHOUSE_DB"], env["DAGSTER_PG_DB"]):
         _pg_admin(f'CREATE DATABASE "{db}"')
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     topics_to_delete: list[str] = []
     try:
+        from resources import build_resources
+
         base = load_streams(load_catalogue())
-        streams = renamed(base, f"bench-{suffix}")
+        kafka = build_resources(resolved=True)["kafka"]
+        log(f"champion: {register_champion(build_resources(resolved=True)['mlflow'])} "
+            f"(registry prefix {env['MLFLOW_REGISTRY_PREFIX']})")
+        # Every platform part scores the stream with that champion (predictions on, as in the demo).
+        streams = with_predictions_topic(kafka, renamed(base, f"bench-{suffix}", predictions=True))
         h = Harness(streams)
         topics_to_delete += list(streams.topics)
         ensure_topics(h.kafka.admin(), streams.topics)
@@ -320,8 +466,13 @@ def main() -> int:
         raw_s = raw_limit(h.kafka, h.topic(), args.messages, tmp / "raw")
         log("platform: micro-batch job in-process")
         platform_s, runs = platform_throughput(h, args.batch)
+        log("profile: batches of 1,000 messages with predictions")
+        prof_streams = with_predictions_topic(kafka, renamed(base, f"prof-{suffix}", mode="continuous",
+                                                             predictions=True))
+        topics_to_delete += list(prof_streams.topics)
+        profile = profile_batches(prof_streams, tmp / "lake-profile")
         log("platform: latency under a steady rate with the daemon")
-        streams2 = renamed(base, f"lat-{suffix}")
+        streams2 = with_predictions_topic(h.kafka, renamed(base, f"lat-{suffix}", predictions=True))
         topics_to_delete += list(streams2.topics)
         ensure_topics(h.kafka.admin(), streams2.topics)
         latency = latency_under_load(streams2, env, args.rate, args.seconds, tmp / "dagster")
@@ -337,12 +488,15 @@ def main() -> int:
             "platform_s": round(platform_s, 3), "platform_events_per_s": round(args.messages / platform_s),
             "platform_runs": runs, "batch_messages": args.batch,
             "ratio_raw_over_platform": round(platform_s / raw_s, 2), "latency": latency,
-            "continuous": cont,
+            "continuous": cont, "profile_batch_1000": profile,
             "modes": {
                 "micro_batch": {"ratio_raw_over_platform": round(platform_s / raw_s, 2),
-                                "latency_p95_s": latency["latency_p95_s"], "rate": args.rate},
+                                "latency_p95_s": latency["latency_p95_s"], "rate": args.rate,
+                                "alert_p95_s": latency.get("alert_p95_s"),
+                                "prediction_p95_s": latency.get("prediction_p95_s")},
                 "continuous": {"ratio_raw_over_platform": cont_ratio, "latency_p95_s": worst["latency_p95_s"],
-                               "rate": worst["rate"],
+                               "rate": worst["rate"], "alert_p95_s": worst.get("alert_p95_s"),
+                               "prediction_p95_s": worst.get("prediction_p95_s"),
                                "events_per_s": cont["throughput"]["events_per_s"]},
             },
         }
@@ -357,6 +511,14 @@ def main() -> int:
             if key.startswith("latency_at_"):
                 print(f"continuous latency @ {v['rate']:g} msg/s: p50 {v['latency_p50_s']} s, p95 {v['latency_p95_s']} s, "
                       f"max {v['latency_max_s']} s over {v['batches']} batches")
+        for label, v in [("micro-batch", latency), *[(f"continuous @ {c['rate']:g}", c) for k, c in cont.items()
+                                                     if k.startswith("latency_at_")]]:
+            for what in ("alert", "prediction"):
+                if v.get(f"{what}_p50_s") is not None:
+                    print(f"{label} produce→{what}: p50 {v[f'{what}_p50_s']} s, p95 {v[f'{what}_p95_s']} s, "
+                          f"max {v[f'{what}_max_s']} s ({v[f'{what}_measured']} measured)")
+        print(f"batch of {profile['messages_per_batch']} with predictions, median seconds per step: "
+              + ", ".join(f"{k} {v}" for k, v in profile.items() if k != "messages_per_batch"))
         print(json.dumps(result))
         return 0
     finally:
@@ -366,12 +528,29 @@ def main() -> int:
             from resources import build_resources  # the platform's settings: SASL_SSL as its own user
 
             admin = build_resources(resolved=True)["kafka"].admin()
-            for future in admin.delete_topics(topics_to_delete).values():
-                future.result(30)
+            for topic, future in admin.delete_topics(sorted(set(topics_to_delete))).items():
+                try:
+                    future.result(30)
+                except Exception as exc:  # noqa: BLE001 - e.g. a topic never created
+                    log(f"topic {topic} not deleted: {exc}")
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
             log(f"could not delete topics: {exc}")
         for db in (env["WAREHOUSE_DB"], env["DAGSTER_PG_DB"]):
             _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        try:  # the benchmark's champion and online rows
+            os.environ.update({k: env[k] for k in ("REDIS_DB", "MLFLOW_REGISTRY_PREFIX")})
+            from resources import build_resources
+
+            res = build_resources(resolved=True)
+            client = res["mlflow"].client()
+            for m in client.search_registered_models(filter_string=f"name LIKE '{env['MLFLOW_REGISTRY_PREFIX']}%'"):
+                client.delete_registered_model(m.name)
+            res["online_store"].client().flushdb()
+        except Exception as exc:  # noqa: BLE001
+            log(f"could not remove the benchmark's model or online rows: {exc}")
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -23,15 +23,32 @@ from sensors.kafka_streams import build_stream_sensor
 STREAM = "sensor_readings"
 
 
-def renamed(streams: StreamCatalogue, suffix: str, mode: str = "micro_batch") -> StreamCatalogue:
+def renamed(streams: StreamCatalogue, suffix: str, mode: str = "micro_batch",
+            predictions: bool = False) -> StreamCatalogue:
     """The catalogue on topics of its own (``suffix``), every stream in ``mode`` whatever the
-    committed catalogue says (the micro-batch tests drive the sensor and the job run by run)."""
+    committed catalogue says (the micro-batch tests drive the sensor and the job run by run).
+    Predictions on the stream (Redis, MLflow) only when asked for, and no hourly compaction (its
+    automation would run beside the test): the tests that need them add them."""
     new = lambda t: f"{t}.{suffix}"
+    unused = None if predictions else streams.predictions_topic
     return StreamCatalogue(
-        topics={new(t): spec for t, spec in streams.topics.items()},
+        topics={new(t): spec for t, spec in streams.topics.items() if t != unused},
         alerts_topic=new(streams.alerts_topic),
-        streams={n: s.model_copy(update={"topic": new(s.topic), "mode": mode}) for n, s in streams.streams.items()},
+        predictions_topic=new(streams.predictions_topic) if streams.predictions_topic and predictions else None,
+        streams={n: s.model_copy(update={"topic": new(s.topic), "mode": mode, "compaction": None,
+                                         "predictions": s.predictions if predictions else None})
+                 for n, s in streams.streams.items()},
     )
+
+
+def with_predictions_topic(kafka, streams: StreamCatalogue) -> StreamCatalogue:
+    """``streams`` (from ``renamed(..., predictions=True)``) with its predictions topic created. The
+    broker's ACLs allow it (``services.sh up`` provisions every catalogue topic's prefix, also when
+    the broker already runs); a refusal here is a provisioning bug, not something to work around."""
+    from platform_assets.streaming.topics import ensure_topics
+
+    ensure_topics(kafka.admin(), {streams.predictions_topic: streams.topics[streams.predictions_topic]})
+    return streams
 
 
 def streaming_definitions(streams: StreamCatalogue) -> dg.Definitions:

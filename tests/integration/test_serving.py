@@ -125,6 +125,8 @@ def test_predicts_from_the_online_store_by_machine_id(server, ml_env):
                          headers=server.token("predict"), timeout=30)
     assert resp.status_code == 200, resp.text
     assert resp.json()["machine_ids"] == [machine] and len(resp.json()["predictions"]) == 1
+    fresh = resp.json()["features"][machine]  # how old the served row is: the batch pipeline's, hours old
+    assert fresh["writer"] == "batch" and fresh["age_seconds"] is not None and fresh["as_of"]
     unknown = requests.post(f"{server.url}/predict", json={"model": CLS, "machine_ids": ["NOPE"]},
                             headers=server.token("predict"), timeout=30)
     assert unknown.status_code == 404 and "NOPE" in unknown.text

@@ -183,6 +183,37 @@ def test_schemathesis_with_all_checks_finds_no_failure(service):
     assert "No issues found" in summary or "passed" in summary, summary
 
 
+def test_concurrent_requests_each_get_what_the_model_alone_gives(service):
+    """Requests in flight together are batched by the runner: each still gets, in its records' order,
+    exactly the labels and probabilities of the stored model predicting its records alone."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow.sklearn
+    import pandas as pd
+
+    from serving.predictor import predict_with
+
+    pipeline = mlflow.sklearn.load_model(str(service["tmp"] / "mlflow" / CLS))
+    rng = random.Random(0)
+    bodies = [[{**RECORD, "temperature_mean_6h": rng.uniform(50, 70), "hours_since_maintenance": rng.randint(0, 500),
+                "vibration_mean_6h": rng.choice([None, rng.uniform(1, 5)]), "machine_model": rng.choice("AB")}
+               for _ in range(rng.randint(1, 30))] for _ in range(32)]
+    # BentoML's dispatcher calibrates on a model's first requests, one at a time, and may refuse a
+    # burst meanwhile (503): calibrate it first, as any traffic would.
+    warm_up = [_post(service, {"model": CLS, "records": records}) for records in bodies[:12]]
+    with ThreadPoolExecutor(16) as pool:
+        burst = list(pool.map(lambda records: _post(service, {"model": CLS, "records": records}), bodies))
+    for records, resp in zip(bodies[:12] + bodies, warm_up + burst, strict=True):
+        assert resp.status_code == 200, _why(service, resp)
+        alone = predict_with(pipeline, pd.DataFrame(records)[list(RECORD)])
+        body = resp.json()
+        assert body["predictions"] == alone["predictions"] and body["classes"] == alone["classes"]
+        assert set(body["predictions"]) <= {"ok", "fail"}
+        for served, own in zip(body["probabilities"], alone["probabilities"], strict=True):
+            assert served.keys() == own.keys() and all(abs(served[k] - own[k]) <= 1e-12 for k in own)
+
+
 def test_overload_is_answered_503_with_retry_after_at_once(service):
     """Far more concurrent requests than the service admits (4 running + 32 waiting): the excess is
     refused at once with 503 and Retry-After, and the admitted ones still answer."""

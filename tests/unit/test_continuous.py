@@ -159,3 +159,36 @@ def test_a_consumer_that_keeps_failing_is_restarted_less_and_less_often():
     assert restart_delay(0) == restart_delay(1) == 0  # a killed consumer comes back at the next tick
     assert [restart_delay(n) for n in (2, 3, 4)] == [10, 20, 40]
     assert restart_delay(50) == 300
+
+
+class _Watermarks:
+    """A consumer whose broker answers for some partitions and is unreachable for others."""
+
+    def __init__(self, highs: dict[int, int | None]):
+        self.highs = highs
+
+    def get_watermark_offsets(self, tp, timeout, cached):
+        from confluent_kafka import KafkaError, KafkaException
+
+        high = self.highs[tp.partition]
+        if high is None:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Failed to get watermark offsets"))
+        return 0, high
+
+
+def test_lag_is_observed_per_partition_and_unknown_while_the_broker_is_unreachable():
+    import types
+
+    import dagster as dg
+
+    from platform_assets.streaming.continuous import observe_lag
+
+    target = types.SimpleNamespace(name="s")
+    totals = {"batches": 2, "messages": 30}
+    key = dg.AssetKey(["topic"])
+    seen = observe_lag(_Watermarks({0: 15, 1: 40}), "t", {0: 10, 1: 40}, key, target, 0, totals)
+    assert seen.metadata["consumer_lag"].value == 5
+    assert seen.metadata["lag_by_partition"].value == {"0": 5, "1": 0}
+    down = observe_lag(_Watermarks({0: 15, 1: None}), "t", {0: 10, 1: 40}, key, target, 0, totals)
+    assert down.metadata["consumer_lag"].value == -1  # not a run-ending error, and not a false 5
+    assert down.metadata["lag_by_partition"].value == {"0": 5, "1": -1}

@@ -174,3 +174,47 @@ def test_format_only_for_dates_and_must_be_strptime():
         Contract.model_validate({"columns": {"a": {"type": "float", "format": "%Y"}}})
     with pytest.raises(ValueError, match="not a strptime format"):
         Contract.model_validate({"columns": {"a": {"type": "date", "format": "YYYY/MM/DD"}}})
+
+
+# -- vectorised reading: the same values and reasons as reading row by row ------------------------
+def test_bool_columns_read_words_and_quarantine_the_rest():
+    contract = Contract.model_validate({"max_bad_fraction": 1.0, "columns": {"flag": {"type": "bool"}}})
+    result = apply_contract("d", _frame(flag=["yes", " No ", "TRUE", "1", "0", "maybe", "NA"]), contract)
+    assert result.clean["flag"].tolist() == [True, False, True, True, False, pd.NA]
+    assert result.quarantine["reason"].tolist() == ["flag: 'maybe' is not a valid bool"]
+
+
+def test_whitespace_is_exactly_what_python_strips():
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from platform_assets.sources.contract import _STRIP
+
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert pc.replace_substring_regex(pa.array(spaces), _STRIP, "").to_pylist() == [""] * len(spaces)
+    assert pc.replace_substring_regex(pa.array(["\u200b", "a\u2028"]), _STRIP, "").to_pylist() == ["\u200b", "a"]
+    contract = Contract.model_validate({"max_bad_fraction": 1.0, "columns": {"id": {"type": "string", "required": True}}})
+    result = apply_contract("d", _frame(id=["\u2028", "\x1c \xa0", "\u200b", " M1\u3000"]), contract)
+    assert result.quarantine["reason"].tolist() == ["id: required value missing"] * 2
+    assert result.clean["id"].tolist() == ["\u200b", " M1\u3000"]  # text is kept as it came
+
+
+def test_json_values_of_any_type_are_judged_and_worded_as_they_arrived():
+    parsed = parse_objects("json", [RawObject("r.jsonl", (
+        b'{"machine_id": "M1", "ts": "2026-11-01T00:00:00Z", "temperature": 20, "count": 3}\n'
+        b'{"machine_id": "M1", "ts": "2026-11-01T00:01:00Z", "temperature": "warm", "count": 1.5}\n'
+        b'{"machine_id": 7, "ts": "2026-11-01T00:02:00Z", "level": "INFO", "count": "4"}\n'))])
+    result = apply_contract("r", parsed.frame, CONTRACT)
+    assert result.clean["machine_id"].tolist() == ["M1", "7"]
+    assert result.clean["temperature"].tolist()[0] == 20.0 and result.clean["count"].tolist() == [3, 4]
+    assert result.quarantine["reason"].tolist() == [
+        "temperature: 'warm' is not a valid float; count: 1.5 is not a valid int"]
+    assert '"count": 1.5' in result.quarantine["record"].iloc[0]
+
+
+def test_decimal_text_reads_exactly_as_python_reads_it():
+    contract = Contract.model_validate({"columns": {"x": {"type": "float"}}})
+    text = ["0.00125730221093393", "-64042.265044328204", "1e-05", " 2.5", "+3", ".5", "5.", "inf"]
+    assert apply_contract("d", _frame(x=text), contract).clean["x"].tolist() == [float(t) for t in text]

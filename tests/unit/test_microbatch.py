@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from platform_assets.sources.config import load_catalogue
 from platform_assets.streaming import microbatch as mb
@@ -77,3 +78,59 @@ def test_no_alert_without_enough_history():
                                                                                   temperature=150.0))], CONTRACT, "t")
     partials = mb.minute_partials(decoded.valid, STREAM, [OffsetRange(0, 0, 2)])
     assert mb.detect_anomalies(decoded.valid, partials, STREAM, "t").empty
+
+
+def _valid(rows):
+    return mb.decode([msg(p, o, reading(m, ts, temperature=t, power=w)) for p, o, m, ts, t, w in rows],
+                     CONTRACT, "t").valid
+
+
+def test_hourly_sums_of_batches_merge_into_the_sums_of_all_readings():
+    from platform_assets.streaming import online
+
+    rows = [(0, i, f"M00{i % 2 + 1}", T0 + pd.Timedelta(minutes=7 * i), 50.0 + i, 100.0 + 3 * i) for i in range(20)]
+    first, second = _valid(rows[:9]), _valid(rows[9:])
+    merged = online.merge_sums(
+        online.hour_sums(mb.minute_partials(first, STREAM, [OffsetRange(0, 0, 9)]), "machine_id"),
+        online.hour_sums(mb.minute_partials(second, STREAM, [OffsetRange(0, 9, 20)]), "machine_id"), "machine_id")
+    stats = online.hourly_stats(merged, "machine_id").set_index(["machine_id", "hour"]).sort_index()
+    everything = _valid(rows).assign(hour=lambda f: f["ts"].dt.floor("h"))
+    expected = everything.groupby(["machine_id", "hour"]).agg(avg_temperature=("temperature", "mean"),
+                                                               max_temperature=("temperature", "max"),
+                                                               avg_power_kw=("power", "mean")).sort_index()
+    assert len(stats) == len(expected) == 6  # two machines, three hours
+    for col in expected.columns:
+        assert stats[col].to_numpy() == pytest.approx(expected[col].to_numpy())
+
+
+def test_hourly_state_keeps_the_last_24_hours_and_forgets_everything_on_reset():
+    from platform_assets.streaming import online
+
+    rows = [(0, i, "M001", T0 + pd.Timedelta(hours=i), 50.0, 100.0) for i in range(30)]
+    sums = online.hour_sums(mb.minute_partials(_valid(rows), STREAM, [OffsetRange(0, 0, 30)]), "machine_id")
+    state = online.HourlyState("machine_id")
+    assert state.missing(["M001"]) == ["M001"]
+    state.load(["M001", "M002"], sums)
+    assert state.missing(["M001", "M002", "M003"]) == ["M003"]
+    assert len(state.sums) == 24 and state.sums["hour"].max() == T0 + pd.Timedelta(hours=29)
+    extra = online.hour_sums(mb.minute_partials(_valid([(0, 30, "M001", T0 + pd.Timedelta(hours=29, minutes=5),
+                                                         70.0, 90.0)]), STREAM, [OffsetRange(0, 30, 31)]), "machine_id")
+    preview = state.with_batch(extra, ["M001"])
+    assert preview["temperature_n"].iloc[-1] == 2 and state.sums["temperature_n"].iloc[-1] == 1  # state unchanged
+    state.commit(extra)
+    assert state.sums["temperature_n"].iloc[-1] == 2
+    state.reset()
+    assert state.sums.empty and state.missing(["M001"]) == ["M001"]
+
+
+def test_a_stream_with_predictions_needs_the_feature_signals_and_a_predictions_topic():
+    from platform_assets.streaming.config import StreamCatalogue
+
+    data = STREAMS.model_dump()
+    broken = {**data, "predictions_topic": None}
+    with pytest.raises(ValueError, match="predictions_topic"):
+        StreamCatalogue.model_validate(broken)
+    narrow = json.loads(json.dumps(data, default=str))
+    narrow["streams"]["sensor_readings"]["windows"]["signals"] = ["temperature", "vibration"]
+    with pytest.raises(ValueError, match="add \\['power', 'pressure', 'rpm'\\] to windows.signals"):
+        StreamCatalogue.model_validate(narrow)

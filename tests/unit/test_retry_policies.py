@@ -282,3 +282,73 @@ def test_decorated_bodies_keep_resources_passed_by_annotation():
 
     result = dg.materialize([counted], resources={"source": Source(rows=5)})
     assert result.success and result.output_for_node("counted") == 5
+
+
+# -- how long an outage the retries ride out ---------------------------------------------------------
+def _delays(policy: dg.RetryPolicy, jitter: float, monkeypatch) -> list[float]:
+    """The policy's delays before each retry, with Dagster's own formula and the jitter's random
+    draw fixed at ``jitter`` (0: shortest waits, 1: longest)."""
+    import dagster._core.definitions.policy as dagster_policy
+
+    monkeypatch.setattr(dagster_policy, "random", lambda: jitter)
+    return [policy.calculate_delay(n) for n in range(1, policy.max_retries + 1)]
+
+
+def test_io_retries_ride_out_a_server_restart_whatever_the_jitter(monkeypatch):
+    from platform_assets.policies import IO_OUTAGE_COVERED_S
+
+    shortest, longest = _delays(IO_RETRY, 0.0, monkeypatch), _delays(IO_RETRY, 1.0, monkeypatch)
+    assert sum(shortest) == IO_OUTAGE_COVERED_S >= 20  # a restart of PostgreSQL, Kafka or MLflow
+    assert shortest[0] >= 0 and longest[0] <= 6  # a blip is retried within seconds
+    assert sum(longest) <= 60  # a real outage still fails the step within a minute
+    assert shortest == sorted(set(shortest))  # backs off: each wait longer than the last
+
+
+def test_the_previous_policy_could_spend_its_retries_before_a_restart_was_over(monkeypatch):
+    """Why IO_RETRY changed: with linear backoff and full jitter, three retries could all come within
+    a fraction of a second (tests/faults/test_service_restarts.py restarts PostgreSQL mid-load)."""
+    old = dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.FULL)
+    assert sum(_delays(old, 0.1, monkeypatch)) < 1.5
+
+
+# -- warehouse loads: errors raised by an IO manager, not by the body ------------------------------------
+class _FlakyLoads(dg.ConfigurableIOManager):
+    """An IO manager whose writes fail as the test says, inside ``only_transient_retried``."""
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        from platform_assets.policies import only_transient_retried
+
+        _LOADS.append(context.step_context.previous_attempt_count if context.step_context else -1)
+        with only_transient_retried():
+            if _LOAD_ERRORS:
+                raise _LOAD_ERRORS.pop(0)
+
+    def load_input(self, context: dg.InputContext):
+        return None
+
+
+_LOADS: list[int] = []
+_LOAD_ERRORS: list[Exception] = []
+
+
+def _load(errors: list[Exception]) -> dg.ExecuteInProcessResult:
+    _LOADS.clear()
+    _LOAD_ERRORS[:] = errors
+
+    @dg.asset(io_manager_key="loads", retry_policy=dg.RetryPolicy(max_retries=IO_RETRY.max_retries))
+    def table() -> int:
+        return 1
+
+    return dg.materialize([table], resources={"loads": _FlakyLoads()}, raise_on_error=False)
+
+
+def test_a_warehouse_load_that_loses_its_connection_is_retried():
+    result = _load([psycopg2.OperationalError("server closed the connection unexpectedly")])
+    assert result.success and len(_LOADS) == 2
+
+
+def test_a_warehouse_load_with_a_bad_type_fails_at_once():
+    result = _load([psycopg2.errors.InvalidTextRepresentation('invalid input syntax for type integer: "x"')])
+    assert not result.success and len(_LOADS) == 1
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "invalid input syntax" in failure.event_specific_data.error.to_string()

@@ -85,3 +85,80 @@ def test_arrow_mode_writes_one_file_per_day_and_replaces_the_window(spark, lake)
     assert len(rows(read_days(arrow, lake, "processed/r", [D1, D2]))) == 3
     with pytest.raises(ValueError, match="outside the run's partitions"):
         write_days(arrow, lake, frame, "processed/r", [D1])
+
+
+# -- connector jars and their settings (deploy/local/spark) ---------------------------------------
+def test_the_connector_pom_pins_the_locked_pyspark_and_its_hadoop():
+    """A connector built for another Spark or Hadoop fails at run time (NoSuchMethodError), so the
+    pom follows the lock: hadoop-aws at the Hadoop of pyspark's jars; the Kafka connector at the
+    newest release Maven Central serves for pyspark's major version (4.3.0 is not served: 4.2.0)."""
+    import pathlib
+    import re
+
+    import pyspark
+
+    from platform_assets.settings import PROJECT_ROOT
+
+    pom = (PROJECT_ROOT / "deploy" / "local" / "spark" / "pom.xml").read_text()
+    prop = lambda name: re.search(rf"<{name}>([^<]+)</{name}>", pom).group(1)
+    assert prop("spark.version") == pyspark.__version__
+    jars = pathlib.Path(pyspark.__file__).parent / "jars"
+    assert (jars / f"hadoop-client-api-{prop('hadoop.version')}.jar").exists()
+    assert prop("spark-kafka.version").split(".")[0] == pyspark.__version__.split(".")[0]
+
+
+def test_local_spark_loads_the_connector_jars_in_place_and_a_cluster_reads_them_from_the_class_path(tmp_path):
+    for name in ("hadoop-aws-3.5.0.jar", "bundle-2.35.4.jar"):
+        (tmp_path / name).write_bytes(b"")
+    local = SparkResource(master="local[2]", jars_dir=str(tmp_path)).spark_config()
+    assert local["spark.jars"].split(",") == [str(tmp_path / "bundle-2.35.4.jar"), str(tmp_path / "hadoop-aws-3.5.0.jar")]
+    cluster = SparkResource(master="spark://h:7077", jars_dir=str(tmp_path)).spark_config()
+    assert "spark.jars" not in cluster
+    assert cluster["spark.executor.extraClassPath"] == cluster["spark.driver.extraClassPath"]
+    assert cluster["spark.executor.extraClassPath"].endswith("hadoop-aws-3.5.0.jar")
+    assert "spark.jars" not in SparkResource(jars_dir=str(tmp_path / "absent")).spark_config()
+
+
+def test_s3a_reaches_the_store_the_aws_environment_names(monkeypatch):
+    from resources.spark import s3a_conf
+
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:29000", "AWS_REGION": "eu-west-1"}
+    assert s3a_conf(env) == {"spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:29000",
+                             "spark.hadoop.fs.s3a.path.style.access": "true",
+                             "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+                             "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1"}
+    assert s3a_conf({}) == {}  # AWS itself: the SDK's defaults
+    for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.example:9000")
+    conf = SparkResource(extra_conf={"spark.hadoop.fs.s3a.path.style.access": "false"}).spark_config()
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "false"  # extra_conf wins
+
+
+def test_spark_reads_kafka_with_the_platform_login_and_the_pem_ca(tmp_path):
+    from resources.kafka import KafkaResource
+    from resources.spark import kafka_options
+
+    kafka = KafkaResource(bootstrap_servers="127.0.0.1:29092", security_protocol="SASL_SSL",
+                          sasl_mechanism="SCRAM-SHA-512", sasl_username="platform", sasl_password='p"w\\d',
+                          ssl_ca_location=str(tmp_path / "ca.crt"))
+    opts = kafka_options(kafka)
+    assert opts["kafka.bootstrap.servers"] == "127.0.0.1:29092" and opts["kafka.security.protocol"] == "SASL_SSL"
+    assert opts["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    assert opts["kafka.sasl.jaas.config"] == ('org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                              'username="platform" password="p\\"w\\\\d";')
+    assert opts["kafka.ssl.truststore.type"] == "PEM"
+    assert opts["kafka.ssl.truststore.location"] == str(tmp_path / "ca.crt")
+    assert not any(k.startswith("kafka.ssl.keystore") for k in opts)
+    (tmp_path / "c.crt").write_text("CERT")
+    (tmp_path / "c.key").write_text("KEY")
+    mtls = kafka_options(KafkaResource(bootstrap_servers="h:29093", security_protocol="SSL",
+                                       ssl_certificate_location=str(tmp_path / "c.crt"),
+                                       ssl_key_location=str(tmp_path / "c.key")))
+    assert (mtls["kafka.ssl.keystore.type"], mtls["kafka.ssl.keystore.certificate.chain"],
+            mtls["kafka.ssl.keystore.key"]) == ("PEM", "CERT", "KEY")
+    assert "kafka.sasl.jaas.config" not in mtls
+    with pytest.raises(ValueError, match="OAUTHBEARER"):
+        kafka_options(KafkaResource(bootstrap_servers="h:1", security_protocol="SASL_SSL",
+                                    sasl_mechanism="OAUTHBEARER"))

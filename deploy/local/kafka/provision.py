@@ -9,11 +9,15 @@ SCRAM passwords come from the environment (KAFKA_SASL_PASSWORD for the platform'
 generated admin password through KAFKA_ADMIN_PASSWORD). The platform's user may use only its own
 topics (prefixed by each catalogue topic, so per-test copies such as ``iot.sensor-readings.<id>``
 are its own too) and consumer groups (``platform.`` and its client id's prefix); ACLs of that user
-that the catalogue no longer implies are removed.
+that the catalogue no longer implies are removed. ACLs are derived from the names without a
+namespace, whatever ``PLATFORM_NAMESPACE`` says: a namespace is a suffix (``iot.sensor-readings.acme``,
+platform_assets/namespace.py), so the same ACLs allow every namespace, and provisioning for one
+namespace never removes another's. The topics made are those of this environment's namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -45,8 +49,25 @@ def ready() -> int:
         return 1
 
 
+@contextlib.contextmanager
+def without_namespace():
+    """Names as the catalogue writes them: each is the prefix of that name in every namespace."""
+    from platform_assets.namespace import SETTING
+
+    saved = os.environ.get(SETTING)
+    os.environ[SETTING] = ""
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(SETTING, None)
+        else:
+            os.environ[SETTING] = saved
+
+
 def wanted_acls(user: str) -> list:
-    """The platform user's ACL bindings, derived from the stream catalogue and the group naming."""
+    """The platform user's ACL bindings, derived from the stream catalogue and the group naming
+    (without a namespace: the prefix ACLs cover every namespace's topics and groups)."""
     from confluent_kafka.admin import (
         AclBinding,
         AclOperation,
@@ -60,9 +81,10 @@ def wanted_acls(user: str) -> list:
     from platform_assets.streaming.config import load_streams
     from resources.kafka import KafkaResource
 
-    streams = load_streams(load_catalogue())
-    topics = sorted({*streams.topics, streams.alerts_topic})
-    groups = sorted({group_id(""), KafkaResource.model_fields["client_id"].default + "."})
+    with without_namespace():
+        streams = load_streams(load_catalogue())
+        topics = sorted({*streams.topics, streams.alerts_topic})
+        groups = sorted({group_id(""), KafkaResource.model_fields["client_id"].default + "."})
 
     def allow(kind, name):
         return AclBinding(kind, name, ResourcePatternType.PREFIXED, f"User:{user}", "*",
