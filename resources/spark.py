@@ -39,9 +39,18 @@ DEFAULT_JARS_DIR = Path(__file__).resolve().parent.parent / ".local" / "spark-ja
 def s3a_conf(environ=os.environ) -> dict[str, str]:
     """Hadoop's S3A settings from the standard AWS environment (what pyarrow and boto3 read).
 
-    S3A finds the keys in the environment itself, but not an endpoint or a region; an S3-compatible
-    store (moto, MinIO) also wants path-style addressing, since its host names no buckets."""
+    S3A would find the keys in its JVM's environment itself, but that is the environment the JVM
+    started with: a session started before the keys were set (another asset's, in the same process)
+    would never see them, so static keys are passed as settings (Spark redacts them in its UI). S3A
+    finds no endpoint or region on its own; an S3-compatible store (moto, MinIO) also wants path-style
+    addressing, since its host names no buckets."""
     conf = {}
+    keys = {"AWS_ACCESS_KEY_ID": "access.key", "AWS_SECRET_ACCESS_KEY": "secret.key", "AWS_SESSION_TOKEN": "session.token"}
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        conf |= {f"spark.hadoop.fs.s3a.{name}": environ[var] for var, name in keys.items() if environ.get(var)}
+        if environ.get("AWS_SESSION_TOKEN"):
+            conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = \
+                "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         conf |= {"spark.hadoop.fs.s3a.endpoint": endpoint, "spark.hadoop.fs.s3a.path.style.access": "true",

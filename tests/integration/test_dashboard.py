@@ -95,7 +95,7 @@ def test_predictions_page_scores_the_feature_set(dashboard):
 def test_streaming_page_renders(dashboard):
     at = run_page("views/streaming.py")
     assert not at.exception, [e.value for e in at.exception]
-    assert [s.value for s in at.subheader] == ["Events per minute", "Consumer lag", "Dead letters", "Alerts"]
+    assert [s.value for s in at.subheader] == ["Live scores", "Events per minute", "Consumer lag", "Dead letters", "Alerts"]
     # The session's warehouse has streaming tables only when streaming tests ran first: data or guidance.
     assert charts(at) or any("No " in i.value or "Nothing" in i.value for i in at.info)
 

@@ -87,7 +87,9 @@ def batch_feature_set(landed: pd.DataFrame, ctx: dict[str, pd.DataFrame], engine
 def scored(platform, tmp_path_factory):
     """A stream with predictions on topics, a lake, a Redis database and a registry prefix of its own."""
     suffix = uuid.uuid4().hex[:8]
-    env = {"LAKE_ROOT": str(tmp_path_factory.mktemp("pred") / "lake"), "REDIS_DB": "14",
+    # Redis database 12: no other test module writes there (test_serving uses 14, the contract test 13,
+    # the ML fixtures 15), so only this stream's consumers write these machines' rows.
+    env = {"LAKE_ROOT": str(tmp_path_factory.mktemp("pred") / "lake"), "REDIS_DB": "12",
            "MLFLOW_REGISTRY_PREFIX": f"s{suffix}_", "MLFLOW_EXPERIMENT_PREFIX": f"test-s{suffix}"}
     import os
 
@@ -197,7 +199,8 @@ def test_online_features_equal_the_batch_feature_set_after_every_batch(scored):
         got = online.read_with_meta(fs, MACHINES)
         for m in sorted(batch.valid["machine_id"].unique()):
             row, want = got[m]["row"], expected.loc[m]
-            assert got[m]["writer"] == "stream" and pd.Timestamp(row["as_of"]) == want["as_of"]
+            assert got[m]["writer"] == "stream" and pd.Timestamp(row["as_of"]) == want["as_of"], \
+                (m, got[m]["source"], got[m]["updated_at"], s["target"].stream.topic)
             for col, value in want.items():
                 if col in ("failure_within_24h", "hours_to_failure"):
                     continue

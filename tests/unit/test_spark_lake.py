@@ -128,6 +128,13 @@ def test_s3a_reaches_the_store_the_aws_environment_names(monkeypatch):
                              "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
                              "spark.hadoop.fs.s3a.endpoint.region": "eu-west-1"}
     assert s3a_conf({}) == {}  # AWS itself: the SDK's defaults
+    # Static keys are settings, so a session started before they were set (same JVM) still gets them.
+    keyed = s3a_conf({"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "shh"})
+    assert keyed == {"spark.hadoop.fs.s3a.access.key": "AKID", "spark.hadoop.fs.s3a.secret.key": "shh"}
+    assert s3a_conf({"AWS_ACCESS_KEY_ID": "AKID"}) == {}  # half a key pair: left to the SDK's chain
+    temporary = s3a_conf({"AWS_ACCESS_KEY_ID": "A", "AWS_SECRET_ACCESS_KEY": "S", "AWS_SESSION_TOKEN": "T"})
+    assert temporary["spark.hadoop.fs.s3a.session.token"] == "T"
+    assert temporary["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("TemporaryAWSCredentialsProvider")
     for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.example:9000")
