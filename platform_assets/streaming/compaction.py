@@ -96,7 +96,13 @@ def hour_dirs(lake: LakeResource, base: str) -> list[str]:
     fs, root = lake._filesystem()
     from pyarrow import fs as pafs
 
-    infos = fs.get_file_info(pafs.FileSelector(lake.path(base), allow_not_found=True, recursive=True))
+    for attempt in range(5):
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(lake.path(base), allow_not_found=True, recursive=True))
+            break
+        except FileNotFoundError:  # a folder went (compaction, a redone batch) while it was listed: again
+            if attempt == 4:
+                raise
     dirs = {posixpath.relpath(posixpath.dirname(i.path), root) for i in infos
             if i.type == pafs.FileType.File and i.path.endswith(".parquet")}
     return sorted(d for d in dirs if posixpath.basename(d).startswith("hour="))
