@@ -4,10 +4,10 @@ test's own, a stream worker in a child process, and the invariants every fault m
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from platform_assets.streaming.assets import group_id
 from platform_assets.streaming.config import StreamCatalogue, load_streams
 from resources.stream_store import StreamStore
 from tests.integration.streaming_harness import STREAM, Harness, renamed
+from tests.integration.streaming_harness import wait_for as harness_wait_for
 
 
 def catalogue(mode: str, max_messages: int = 700, max_wait: float = 0.5, batch: int = 700) -> StreamCatalogue:
@@ -61,14 +62,8 @@ def pending(h: Harness) -> list:
     return store(h).pending_intents(h.topic(), list(h.kafka.partitions(h.topic())))
 
 
-def wait_for(what: str, check, timeout: float, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
+# The harness's poll, tighter: recovery times are measured with it.
+wait_for = functools.partial(harness_wait_for, every=0.3)
 
 
 @dataclass

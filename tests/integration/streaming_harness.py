@@ -41,6 +41,17 @@ def renamed(streams: StreamCatalogue, suffix: str, mode: str = "micro_batch",
     )
 
 
+def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.5):
+    """``check()``'s first truthy value, polled every ``every`` seconds; fails naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(every)
+
+
 def with_predictions_topic(kafka, streams: StreamCatalogue) -> StreamCatalogue:
     """``streams`` (from ``renamed(..., predictions=True)``) with its predictions topic created. The
     broker's ACLs allow it (``services.sh up`` provisions every catalogue topic's prefix, also when

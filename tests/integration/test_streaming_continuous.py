@@ -42,6 +42,7 @@ from tests.integration.streaming_harness import (
     drop_topics,
     renamed,
     send,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,16 +63,6 @@ def durable_total(h: Harness) -> int:
 
 def produced_total(h: Harness) -> int:
     return sum(high for _, high in h.kafka.watermarks(h.topic()).values())
-
-
-def wait_for(what: str, check, timeout: float = 120.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 class Live:
