@@ -434,7 +434,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--continuous-rates", default="200,1000", help="steady rates for continuous mode")
+    parser.add_argument("--parts", default="micro_batch,continuous",
+                        help="modes to measure, comma-separated (micro_batch, continuous); the raw consumer always runs")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"micro_batch", "continuous"}
+    if unknown or not parts:
+        parser.error(f"--parts takes micro_batch and/or continuous, not {sorted(unknown) or 'nothing'}")
     load_local_defaults()
     suffix = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
@@ -464,61 +470,65 @@ def main() -> int:
                 duration=None, progress=False)
         log("raw limit: consume + Parquet")
         raw_s = raw_limit(h.kafka, h.topic(), args.messages, tmp / "raw")
-        log("platform: micro-batch job in-process")
-        platform_s, runs = platform_throughput(h, args.batch)
-        log("profile: batches of 1,000 messages with predictions")
-        prof_streams = with_predictions_topic(kafka, renamed(base, f"prof-{suffix}", mode="continuous",
-                                                             predictions=True))
-        topics_to_delete += list(prof_streams.topics)
-        profile = profile_batches(prof_streams, tmp / "lake-profile")
-        log("platform: latency under a steady rate with the daemon")
-        streams2 = with_predictions_topic(h.kafka, renamed(base, f"lat-{suffix}", predictions=True))
-        topics_to_delete += list(streams2.topics)
-        ensure_topics(h.kafka.admin(), streams2.topics)
-        latency = latency_under_load(streams2, env, args.rate, args.seconds, tmp / "dagster")
-        log("continuous mode: one long-running run")
-        rates = [float(r) for r in args.continuous_rates.split(",") if r.strip()]
-        cont = continuous_mode(base, env, suffix, args.messages, rates, args.seconds, tmp / "continuous",
-                               topics_to_delete)
-        cont_ratio = round(cont["throughput"]["seconds"] / raw_s, 2)
-        worst = max((v for k, v in cont.items() if k.startswith("latency_at_")), key=lambda v: v["rate"])
-        result = {
-            "benchmark": "streaming", "messages": args.messages,
-            "raw_s": round(raw_s, 3), "raw_events_per_s": round(args.messages / raw_s),
-            "platform_s": round(platform_s, 3), "platform_events_per_s": round(args.messages / platform_s),
-            "platform_runs": runs, "batch_messages": args.batch,
-            "ratio_raw_over_platform": round(platform_s / raw_s, 2), "latency": latency,
-            "continuous": cont, "profile_batch_1000": profile,
-            "modes": {
-                "micro_batch": {"ratio_raw_over_platform": round(platform_s / raw_s, 2),
-                                "latency_p95_s": latency["latency_p95_s"], "rate": args.rate,
-                                "alert_p95_s": latency.get("alert_p95_s"),
-                                "prediction_p95_s": latency.get("prediction_p95_s")},
-                "continuous": {"ratio_raw_over_platform": cont_ratio, "latency_p95_s": worst["latency_p95_s"],
-                               "rate": worst["rate"], "alert_p95_s": worst.get("alert_p95_s"),
-                               "prediction_p95_s": worst.get("prediction_p95_s"),
-                               "events_per_s": cont["throughput"]["events_per_s"]},
-            },
-        }
+        modes: dict = {}
+        result = {"benchmark": "streaming", "messages": args.messages,
+                  "raw_s": round(raw_s, 3), "raw_events_per_s": round(args.messages / raw_s), "modes": modes}
+        if "micro_batch" in parts:
+            log("platform: micro-batch job in-process")
+            platform_s, runs = platform_throughput(h, args.batch)
+            log("platform: latency under a steady rate with the daemon")
+            streams2 = with_predictions_topic(h.kafka, renamed(base, f"lat-{suffix}", predictions=True))
+            topics_to_delete += list(streams2.topics)
+            ensure_topics(h.kafka.admin(), streams2.topics)
+            latency = latency_under_load(streams2, env, args.rate, args.seconds, tmp / "dagster")
+            result.update({"platform_s": round(platform_s, 3), "platform_events_per_s": round(args.messages / platform_s),
+                           "platform_runs": runs, "batch_messages": args.batch,
+                           "ratio_raw_over_platform": round(platform_s / raw_s, 2), "latency": latency})
+            modes["micro_batch"] = {"ratio_raw_over_platform": round(platform_s / raw_s, 2),
+                                    "latency_p95_s": latency["latency_p95_s"], "rate": args.rate,
+                                    "alert_p95_s": latency.get("alert_p95_s"),
+                                    "prediction_p95_s": latency.get("prediction_p95_s")}
+        if "continuous" in parts:
+            log("profile: batches of 1,000 messages with predictions")
+            prof_streams = with_predictions_topic(kafka, renamed(base, f"prof-{suffix}", mode="continuous",
+                                                                 predictions=True))
+            topics_to_delete += list(prof_streams.topics)
+            profile = profile_batches(prof_streams, tmp / "lake-profile")
+            log("continuous mode: one long-running run")
+            rates = [float(r) for r in args.continuous_rates.split(",") if r.strip()]
+            cont = continuous_mode(base, env, suffix, args.messages, rates, args.seconds, tmp / "continuous",
+                                   topics_to_delete)
+            cont_ratio = round(cont["throughput"]["seconds"] / raw_s, 2)
+            worst = max((v for k, v in cont.items() if k.startswith("latency_at_")), key=lambda v: v["rate"])
+            result.update({"continuous": cont, "profile_batch_1000": profile})
+            modes["continuous"] = {"ratio_raw_over_platform": cont_ratio, "latency_p95_s": worst["latency_p95_s"],
+                                   "rate": worst["rate"], "alert_p95_s": worst.get("alert_p95_s"),
+                                   "prediction_p95_s": worst.get("prediction_p95_s"),
+                                   "events_per_s": cont["throughput"]["events_per_s"]}
         print(f"raw limit      {result['raw_events_per_s']:>9,} events/s  ({raw_s:.2f} s)")
-        print(f"platform       {result['platform_events_per_s']:>9,} events/s  ({platform_s:.2f} s, {runs} runs of "
-              f"~{args.batch:,})  = {result['ratio_raw_over_platform']}x the raw time")
-        print(f"latency @ {args.rate:g} msg/s for {args.seconds:g} s: p50 {latency['latency_p50_s']} s, "
-              f"p95 {latency['latency_p95_s']} s, max {latency['latency_max_s']} s over {latency['runs']} runs")
-        print(f"continuous     {cont['throughput']['events_per_s']:>9,} events/s  "
-              f"({cont['throughput']['seconds']:.2f} s, one run)  = {cont_ratio}x the raw time")
-        for key, v in cont.items():
-            if key.startswith("latency_at_"):
-                print(f"continuous latency @ {v['rate']:g} msg/s: p50 {v['latency_p50_s']} s, p95 {v['latency_p95_s']} s, "
-                      f"max {v['latency_max_s']} s over {v['batches']} batches")
-        for label, v in [("micro-batch", latency), *[(f"continuous @ {c['rate']:g}", c) for k, c in cont.items()
-                                                     if k.startswith("latency_at_")]]:
+        signal_rows = []
+        if "micro_batch" in modes:
+            print(f"platform       {result['platform_events_per_s']:>9,} events/s  ({platform_s:.2f} s, {runs} runs of "
+                  f"~{args.batch:,})  = {result['ratio_raw_over_platform']}x the raw time")
+            print(f"latency @ {args.rate:g} msg/s for {args.seconds:g} s: p50 {latency['latency_p50_s']} s, "
+                  f"p95 {latency['latency_p95_s']} s, max {latency['latency_max_s']} s over {latency['runs']} runs")
+            signal_rows.append(("micro-batch", latency))
+        if "continuous" in modes:
+            print(f"continuous     {cont['throughput']['events_per_s']:>9,} events/s  "
+                  f"({cont['throughput']['seconds']:.2f} s, one run)  = {cont_ratio}x the raw time")
+            for key, v in cont.items():
+                if key.startswith("latency_at_"):
+                    print(f"continuous latency @ {v['rate']:g} msg/s: p50 {v['latency_p50_s']} s, p95 {v['latency_p95_s']} s, "
+                          f"max {v['latency_max_s']} s over {v['batches']} batches")
+                    signal_rows.append((f"continuous @ {v['rate']:g}", v))
+        for label, v in signal_rows:
             for what in ("alert", "prediction"):
                 if v.get(f"{what}_p50_s") is not None:
                     print(f"{label} produce→{what}: p50 {v[f'{what}_p50_s']} s, p95 {v[f'{what}_p95_s']} s, "
                           f"max {v[f'{what}_max_s']} s ({v[f'{what}_measured']} measured)")
-        print(f"batch of {profile['messages_per_batch']} with predictions, median seconds per step: "
-              + ", ".join(f"{k} {v}" for k, v in profile.items() if k != "messages_per_batch"))
+        if "continuous" in modes:
+            print(f"batch of {profile['messages_per_batch']} with predictions, median seconds per step: "
+                  + ", ".join(f"{k} {v}" for k, v in profile.items() if k != "messages_per_batch"))
         print(json.dumps(result))
         return 0
     finally:
