@@ -775,35 +775,46 @@ kafka_vars() {
     KAFKA_JVM_OPTS=${KAFKA_HEAP_OPTS:?KAFKA_HEAP_OPTS must be set (services.env)}
 }
 
-# The jars of Apache Kafka KAFKA_VERSION (broker, controller, tools) in .local/kafka/<version>/libs,
-# resolved by Maven from deploy/local/kafka/pom.xml; skipped when the same pom was resolved before.
-kafka_install() {
-    local start marker sum fd log tmp
-    kafka_vars
-    marker="$KAFKA_HOME/.installed"
-    sum=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
-    [[ -f $marker && $(<"$marker") == "$sum" ]] && { say kafka "Apache Kafka $KAFKA_VERSION already installed ($(show_path "$KAFKA_HOME"))"; return 0; }
-    command -v java >/dev/null || die "kafka: Java 17 is needed (apt-get install openjdk-17-jre-headless)"
-    command -v mvn >/dev/null || die "kafka: Maven is needed to fetch Apache Kafka (apt-get install maven)"
-    mkdir -p "$PROJECT_ROOT/.local/kafka"
-    exec {fd}>"$PROJECT_ROOT/.local/kafka/.install.lock"
-    flock -w 600 "$fd" || die "kafka: could not lock .local/kafka/.install.lock"
+# A distribution resolved by Maven from Maven Central into HOME, once: a marker in HOME holds the pom's
+# checksum, so a second run is a no-op and a changed pom installs afresh; a lock keeps two callers
+# from installing at once; Maven writes into HOME.tmp, moved into place only when EXPECT (a file
+# relative to it) is there. `{dest}` in the Maven arguments stands for that temporary folder.
+#   maven_install SERVICE LABEL POM HOME EXPECT MAVEN_ARGS...
+maven_install() {
+    local svc=$1 label=$2 pom=$3 home=$4 expect=$5 start marker sum fd log tmp arg args=()
+    shift 5
+    marker="$home/.installed"
+    sum=$(sha256sum "$pom" | cut -d' ' -f1)
+    [[ -f $marker && $(<"$marker") == "$sum" ]] && { say "$svc" "$label already installed ($(show_path "$home"))"; return 0; }
+    command -v mvn >/dev/null || die "$svc: Maven is needed to fetch $label (apt-get install maven)"
+    mkdir -p "$(dirname "$home")"
+    exec {fd}>"$(dirname "$home")/.install.lock"
+    flock -w 600 "$fd" || die "$svc: could not lock $(dirname "$home")/.install.lock"
     if [[ ! -f $marker || $(<"$marker") != "$sum" ]]; then
         start=$(now)
-        log="$PROJECT_ROOT/.local/kafka/install.log"
-        tmp="$KAFKA_HOME.tmp"
+        log="$(dirname "$home")/install.log"
+        tmp="$home.tmp"
         rm -rf "$tmp"
-        say kafka "installing Apache Kafka $KAFKA_VERSION from Maven Central (log $(show_path "$log")) ..."
-        mvn -B -q -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$tmp/libs" >"$log" 2>&1 \
-            || { show_logs "$log"; die "kafka: Maven could not resolve Apache Kafka $KAFKA_VERSION (log: $log)"; }
-        [[ -f $tmp/libs/kafka_2.13-$KAFKA_VERSION.jar ]] || die "kafka: kafka_2.13-$KAFKA_VERSION.jar missing after Maven"
-        rm -rf "$KAFKA_HOME"
-        mv "$tmp" "$KAFKA_HOME"
+        for arg in "$@"; do args+=("${arg//\{dest\}/$tmp}"); done
+        say "$svc" "installing $label from Maven Central (log $(show_path "$log")) ..."
+        mvn -B -q -f "$pom" "${args[@]}" >"$log" 2>&1 \
+            || { show_logs "$log"; die "$svc: Maven could not resolve $label (log: $log)"; }
+        [[ -f $tmp/$expect ]] || die "$svc: $expect missing after Maven (log: $log)"
+        rm -rf "$home"
+        mv "$tmp" "$home"
         printf '%s\n' "$sum" >"$marker"
-        say kafka "Apache Kafka $KAFKA_VERSION installed in $(elapsed "$start") ($(du -sh "$KAFKA_HOME/libs" | cut -f1))"
+        say "$svc" "$label installed in $(elapsed "$start") ($(du -sh "$home" | cut -f1))"
     fi
     exec {fd}>&-
+}
+
+# The jars of Apache Kafka KAFKA_VERSION (broker, controller, tools) in .local/kafka/<version>/libs,
+# resolved by Maven from deploy/local/kafka/pom.xml.
+kafka_install() {
+    kafka_vars
+    command -v java >/dev/null || die "kafka: Java 17 is needed (apt-get install openjdk-17-jre-headless)"
+    maven_install kafka "Apache Kafka $KAFKA_VERSION" "$KAFKA_POM" "$KAFKA_HOME" "libs/kafka_2.13-$KAFKA_VERSION.jar" \
+        dependency:copy-dependencies -DincludeScope=runtime "-DoutputDirectory={dest}/libs"
 }
 
 # One certificate signed by the local CA: kafka_cert NAME CN EXTENSIONS, into $KAFKA_TLS/NAME.{crt,key}
@@ -1101,34 +1112,11 @@ registry_java() {
     REGISTRY_JAVA="$best/bin/java"
 }
 
-# Apicurio's distribution in .local/registry/<version>, unpacked by Maven from Maven Central; skipped
-# when the same pom was unpacked before (a marker holds its checksum).
+# Apicurio's distribution in .local/registry/<version>, unpacked by Maven from Maven Central.
 registry_install() {
-    local start marker sum fd log tmp
     registry_vars
-    marker="$REGISTRY_HOME/.installed"
-    sum=$(sha256sum "$REGISTRY_POM" | cut -d' ' -f1)
-    [[ -f $marker && $(<"$marker") == "$sum" ]] \
-        && { say registry "Apicurio Registry $REGISTRY_VERSION already installed ($(show_path "$REGISTRY_HOME"))"; return 0; }
-    command -v mvn >/dev/null || die "registry: Maven is needed to fetch Apicurio Registry (apt-get install maven)"
-    mkdir -p "$PROJECT_ROOT/.local/registry"
-    exec {fd}>"$PROJECT_ROOT/.local/registry/.install.lock"
-    flock -w 600 "$fd" || die "registry: could not lock .local/registry/.install.lock"
-    if [[ ! -f $marker || $(<"$marker") != "$sum" ]]; then
-        start=$(now)
-        log="$PROJECT_ROOT/.local/registry/install.log"
-        tmp="$REGISTRY_HOME.tmp"
-        rm -rf "$tmp"
-        say registry "installing Apicurio Registry $REGISTRY_VERSION from Maven Central (log $(show_path "$log")) ..."
-        mvn -B -q -f "$REGISTRY_POM" dependency:unpack -Dregistry.home="$tmp" >"$log" 2>&1 \
-            || { show_logs "$log"; die "registry: Maven could not fetch Apicurio Registry $REGISTRY_VERSION (log: $log)"; }
-        [[ -f $tmp/quarkus-run.jar ]] || die "registry: quarkus-run.jar missing after Maven (log: $log)"
-        rm -rf "$REGISTRY_HOME"
-        mv "$tmp" "$REGISTRY_HOME"
-        printf '%s\n' "$sum" >"$marker"
-        say registry "Apicurio Registry $REGISTRY_VERSION installed in $(elapsed "$start") ($(du -sh "$REGISTRY_HOME" | cut -f1))"
-    fi
-    exec {fd}>&-
+    maven_install registry "Apicurio Registry $REGISTRY_VERSION" "$REGISTRY_POM" "$REGISTRY_HOME" quarkus-run.jar \
+        dependency:unpack "-Dregistry.home={dest}"
 }
 
 registry_healthy() { http_ok "$SCHEMA_REGISTRY_URL/subjects"; }
