@@ -157,7 +157,7 @@ REDIS_SERVER=/usr/bin/redis-server
 packages_missing() {
     local pkg f files
     MISSING_PACKAGES=()
-    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus chromium chromium-driver maven; do
+    for pkg in postgresql mariadb-server mariadb-client redis-server prometheus chromium chromium-driver maven kcat curl wrk; do
         case $pkg in
             postgresql) files=("$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_isready" "$PG_BIN/psql") ;;
             mariadb-server) files=("$MARIADBD" /usr/bin/mariadb-install-db) ;;
@@ -167,6 +167,9 @@ packages_missing() {
             chromium) files=(/usr/bin/chromium) ;;                           # for the dashboard's browser test
             chromium-driver) files=(/usr/bin/chromedriver) ;;
             maven) files=(/usr/bin/mvn) ;;                                   # fetches Apache Kafka's jars
+            kcat) files=(/usr/bin/kcat) ;;                                   # the real-clients tests' Kafka client
+            curl) files=(/usr/bin/curl) ;;                                   # ... and their HTTP client
+            wrk) files=(/usr/bin/wrk) ;;                                     # the serving benchmark's load generator
         esac
         for f in "${files[@]}"; do
             [[ -x $f ]] || { MISSING_PACKAGES+=("$pkg"); break; }
@@ -1152,7 +1155,7 @@ usage() {
     cat >&2 <<'EOF'
 usage: deploy/local/services.sh up|down|status [postgres|mariadb|kafka|registry|redis|mlflow|documents|demo-api ...]   (default: all)
        deploy/local/services.sh install    install the Debian packages (postgresql, mariadb-server, redis-server, prometheus, chromium,
-                                           maven), Apache Kafka's jars and Apicurio Registry (Maven Central, into
+                                           maven, kcat, curl, wrk), Apache Kafka's jars and Apicurio Registry (Maven Central, into
                                            .local/kafka/<version> and .local/registry/<version>) and
                                            FerretDB (built from the Go module proxy, into .local/ferretdb/<version>)
 Settings: deploy/local/services.env (environment variables win). State: .local/services/ or $SERVICES_STATE_DIR.
@@ -1211,7 +1214,7 @@ main() {
         if packages_missing; then
             ensure_packages
         else
-            say install "postgresql, mariadb-server, redis-server, prometheus, chromium and maven already installed"
+            say install "postgresql, mariadb-server, redis-server, prometheus, chromium, maven, kcat, curl and wrk already installed"
         fi
         kafka_install
         registry_install
