@@ -22,6 +22,36 @@ META = ("machine_id", "as_of", "source_cutoff")
 BUILDER_NON_FEATURES = {"machine_hourly": (*LABELS, "source_cutoff")}
 
 
+class _ByMachine:
+    """Sorted event times of many machines searched at once: the per-machine ``np.searchsorted`` of
+    every row in one vectorised pass (a Python loop per machine cost the stream most of its feature
+    time). Times become dense ranks and each machine a block of ``len(ranks)`` keys, so one sorted
+    int64 array holds every machine's events in order and a row's search stays inside its machine."""
+
+    def __init__(self, ev_machines: np.ndarray, ev_times: np.ndarray, machines: np.ndarray, *query_times):
+        codes, _ = pd.factorize(np.concatenate([np.asarray(machines, dtype=object),
+                                                np.asarray(ev_machines, dtype=object)]))
+        self.valid = codes[:len(machines)] >= 0  # a row without a machine id matches no event
+        q_codes, e_codes = codes[:len(machines)].astype("int64"), codes[len(machines):].astype("int64")
+        ranks, inverse = np.unique(np.concatenate([ev_times, *query_times]), return_inverse=True)
+        self.span = np.int64(len(ranks) + 1)
+        e_keys = e_codes * self.span + inverse[:len(ev_times)]
+        order = np.argsort(e_keys, kind="stable")
+        self.keys, self.times = e_keys[order], np.asarray(ev_times)[order]
+        self.q_codes = np.where(self.valid, q_codes, 0)
+        self.q_ranks = []
+        at = len(ev_times)
+        for q in query_times:
+            self.q_ranks.append(inverse[at:at + len(q)])
+            at += len(q)
+        self.first = np.searchsorted(self.keys, self.q_codes * self.span, side="left")  # the machine's block
+        self.end = np.searchsorted(self.keys, (self.q_codes + 1) * self.span, side="left")
+
+    def position(self, which: int) -> np.ndarray:
+        """Global index of the first event of the row's machine at or after query time ``which``."""
+        return np.searchsorted(self.keys, self.q_codes * self.span + self.q_ranks[which], side="left")
+
+
 def _events_before(frame: pd.DataFrame, events: pd.DataFrame, time_col: str, prefix: str) -> pd.DataFrame:
     """For each row: hours since the last event strictly before ``as_of``, and events in the last 7 days."""
     out = frame[["machine_id", "as_of"]].copy()
@@ -30,37 +60,53 @@ def _events_before(frame: pd.DataFrame, events: pd.DataFrame, time_col: str, pre
     out[f"_{prefix}_last_time"] = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us, UTC]")
     if events.empty:
         return out
-    ev = events[["machine_id", time_col]].dropna().sort_values(time_col)
-    for machine, rows in out.groupby("machine_id"):
-        times = ev.loc[ev["machine_id"] == machine, time_col].to_numpy(dtype="datetime64[us]")
-        as_of = rows["as_of"].to_numpy(dtype="datetime64[us]")
-        before = np.searchsorted(times, as_of, side="left")  # events with time < as_of
-        week = np.searchsorted(times, as_of - np.timedelta64(7, "D"), side="left")
-        last = np.full(len(as_of), np.datetime64("NaT"), dtype="datetime64[us]")
-        if len(times):
-            last = np.where(before > 0, times[np.maximum(before - 1, 0)], last)
-        out.loc[rows.index, f"hours_since_{prefix}"] = (as_of - last) / np.timedelta64(1, "h")
-        out.loc[rows.index, f"{prefix}_last_7d"] = before - week
-        out.loc[rows.index, f"_{prefix}_last_time"] = pd.to_datetime(last, utc=True).astype("datetime64[us, UTC]")
+    ev = events[["machine_id", time_col]].dropna()
+    times = ev[time_col].to_numpy(dtype="datetime64[us]")
+    as_of = out["as_of"].to_numpy(dtype="datetime64[us]")
+    search = _ByMachine(ev["machine_id"].to_numpy(), times, out["machine_id"].to_numpy(), as_of,
+                        as_of - np.timedelta64(7, "D"))
+    at = search.position(0)  # events with time < as_of end here
+    before = at - search.first
+    week = search.position(1) - search.first
+    last = np.where(before > 0, search.times[np.maximum(at - 1, 0)] if len(times) else as_of,
+                    np.datetime64("NaT", "us"))
+    ok = search.valid
+    out[f"hours_since_{prefix}"] = np.where(ok, (as_of - last) / np.timedelta64(1, "h"), np.nan)
+    out[f"{prefix}_last_7d"] = np.where(ok, before - week, 0).astype("int64")
+    out[f"_{prefix}_last_time"] = pd.to_datetime(np.where(ok, last, np.datetime64("NaT", "us")),
+                                                 utc=True).astype("datetime64[us, UTC]")
     return out
 
 
 def _labels(frame: pd.DataFrame, failures: pd.DataFrame, data_end: pd.Timestamp) -> pd.DataFrame:
     out = frame[["machine_id", "as_of"]].copy()
-    out["hours_to_failure"] = np.nan
-    fails = failures[["machine_id", "failure_time"]].dropna().sort_values("failure_time")
-    for machine, rows in out.groupby("machine_id"):
-        times = fails.loc[fails["machine_id"] == machine, "failure_time"].to_numpy(dtype="datetime64[us]")
-        as_of = rows["as_of"].to_numpy(dtype="datetime64[us]")
-        nxt = np.searchsorted(times, as_of, side="left")  # first failure at or after as_of
-        has = nxt < len(times)
-        hours = np.full(len(rows), np.nan)
-        hours[has] = (times[nxt[has]] - as_of[has]) / np.timedelta64(1, "h")
-        out.loc[rows.index, "hours_to_failure"] = hours
+    fails = failures[["machine_id", "failure_time"]].dropna()
+    times = fails["failure_time"].to_numpy(dtype="datetime64[us]")
+    as_of = out["as_of"].to_numpy(dtype="datetime64[us]")
+    search = _ByMachine(fails["machine_id"].to_numpy(), times, out["machine_id"].to_numpy(), as_of)
+    nxt = search.position(0)  # first failure of the machine at or after as_of
+    has = search.valid & (nxt < search.end)
+    hours = np.full(len(out), np.nan)
+    hours[has] = (search.times[nxt[has]] - as_of[has]) / np.timedelta64(1, "h")
+    out["hours_to_failure"] = hours
     horizon_known = out["as_of"] + pd.Timedelta(hours=HORIZON_HOURS) <= data_end
     within = out["hours_to_failure"] < HORIZON_HOURS
     # Known when a failure falls inside the horizon, or the whole horizon lies inside the data.
     out["failure_within_24h"] = np.where(within, 1.0, np.where(horizon_known, 0.0, np.nan))
+    return out
+
+
+ROLLED = ["avg_temperature", "avg_vibration", "avg_power_kw"]
+
+
+def _rolled(grouped, index: pd.Index) -> dict[str, pd.DataFrame]:
+    """Per machine rolling means (6, 24 rows) and std (24 rows) of ``ROLLED``, aligned to ``index``: one
+    grouped rolling per statistic (the same kernels, reset at each machine, as a rolling per machine)."""
+    windows = {"mean_6h": (6, 1, "mean"), "mean_24h": (24, 1, "mean"), "std_24h": (24, 2, "std")}
+    out = {}
+    for name, (rows, min_periods, stat) in windows.items():
+        values = getattr(grouped[ROLLED].rolling(rows, min_periods=min_periods), stat)()
+        out[name] = values.droplevel(0).reindex(index)
     return out
 
 
@@ -74,10 +120,11 @@ def machine_hourly_features(hourly: pd.DataFrame, machines: pd.DataFrame, mainte
     frame = frame.sort_values(["machine_id", "hour"]).reset_index(drop=True)
     frame["as_of"] = frame["hour"] + pd.Timedelta(hours=1)
     grouped = frame.groupby("machine_id", group_keys=False)
-    for sig in ("avg_temperature", "avg_vibration", "avg_power_kw"):
+    rolled = _rolled(grouped, frame.index)
+    for sig in ROLLED:
         for hours in (6, 24):
-            frame[f"{sig}_mean_{hours}h"] = grouped[sig].transform(lambda s, h=hours: s.rolling(h, min_periods=1).mean())
-        frame[f"{sig}_std_24h"] = grouped[sig].transform(lambda s: s.rolling(24, min_periods=2).std())
+            frame[f"{sig}_mean_{hours}h"] = rolled[f"mean_{hours}h"][sig]
+        frame[f"{sig}_std_24h"] = rolled["std_24h"][sig]
         frame[f"{sig}_lag_1h"] = grouped[sig].shift(1)
         frame[f"{sig}_lag_3h"] = grouped[sig].shift(3)
         frame[f"{sig}_delta_24h"] = frame[sig] - frame[f"{sig}_mean_24h"]

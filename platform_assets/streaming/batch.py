@@ -33,7 +33,9 @@ from platform_assets.metadata import frame_metadata
 from platform_assets.sources.config import Contract
 from platform_assets.streaming import microbatch as mb
 from platform_assets.streaming.config import StreamCatalogue, StreamConfig
+from platform_assets.streaming.decode import decode
 from platform_assets.streaming.predict import Scored, StreamPredictor
+from platform_assets.streaming.publish import Publisher
 from resources.kafka import KafkaMessage, KafkaResource, OffsetRange
 from resources.lake import LakeResource
 from resources.stream_store import SCHEMA, BatchConflict, StreamStore, stats_view
@@ -73,12 +75,14 @@ class StreamTarget(NamedTuple):
 def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges: Sequence[OffsetRange], *,
                   kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore,
                   commit: Callable[[dict[int, int]], None], run_id: str | None,
-                  predictor: StreamPredictor | None = None) -> Batch:
+                  predictor: StreamPredictor | None = None, publisher: Publisher | None = None) -> Batch:
     """Steps 1-6 above for the messages of exactly ``ranges`` (see the module docstring); with a
-    ``predictor``, the batch's predictions join step 5's transaction and are published after it."""
+    ``predictor``, the batch's predictions join step 5's transaction and are published after it.
+    A long-lived consumer passes its ``publisher`` (one producer for its life) for the alerts;
+    without one, each batch's alerts go through a producer of their own."""
     try:
         return _process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
-                              commit=commit, run_id=run_id, predictor=predictor)
+                              commit=commit, run_id=run_id, predictor=predictor, publisher=publisher)
     except BaseException:
         if predictor is not None:  # its rolling state may no longer match the warehouse
             predictor.reset()
@@ -88,14 +92,14 @@ def process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges
 def _process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], ranges: Sequence[OffsetRange], *,
                    kafka: KafkaResource, lake: LakeResource, stream_store: StreamStore,
                    commit: Callable[[dict[int, int]], None], run_id: str | None,
-                   predictor: StreamPredictor | None) -> Batch:
+                   predictor: StreamPredictor | None, publisher: Publisher | None) -> Batch:
     name, stream, topic = target.name, target.stream, target.stream.topic
     ranges = [r for r in ranges if r.end > r.start]
     started = pd.Timestamp.now(tz="UTC")
     clock = _Steps()
     stream_store.record_intent(topic, ranges, run_id)
     clock.lap("intent")
-    decoded = mb.decode(messages, target.contract, topic)
+    decoded = decode(messages, target.contract, topic)
     clock.lap("decode")
     valid, dead = decoded.valid, decoded.dead_letters
     files = mb.lake_files(valid, target.lake_base, stream.event_time, ranges)
@@ -115,10 +119,12 @@ def _process_batch(target: StreamTarget, messages: Sequence[KafkaMessage], range
         history = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         alerts = mb.detect_anomalies(valid, history, stream, topic)
         if len(alerts):
-            kafka.produce(target.streams.alerts_topic, (
+            alerts_topic = target.streams.alerts_topic
+            produce = publisher.topic(alerts_topic) if publisher else lambda records: kafka.produce(alerts_topic, records)
+            produce(
                 (str(a.key).encode(), json.dumps({**a._asdict(), "event_time": a.event_time.isoformat(),
                                                    "stream": name, "topic": topic}).encode())
-                for a in alerts.itertuples(index=False)))
+                for a in alerts.itertuples(index=False))
     clock.lap("windows_alerts")
     scored = predictor.prepare(valid, partials, ranges, topic) if predictor is not None else None
     clock.lap("predict")

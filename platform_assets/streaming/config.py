@@ -87,7 +87,7 @@ class StreamConfig(_Strict):
     # latency). continuous: one long-running run per shard, launched and restarted by the sensor,
     # making a batch every ``max_wait`` seconds or ``max_messages`` messages, whichever comes first.
     mode: str = Field(default="micro_batch", pattern="^(micro_batch|continuous)$")
-    max_wait: float = Field(default=1.0, gt=0, description="continuous: seconds a batch waits at most")
+    max_wait: float = Field(default=1.0, gt=0, description="continuous: a batch is due this many seconds after its first message was produced")
     max_messages: int = Field(default=20_000, gt=0, description="continuous: messages per batch at most")
     # continuous: what reads the topic. python: the confluent-kafka consumer; spark: Spark Structured
     # Streaming (platform_assets/streaming/spark_engine.py). Both run the same process_batch.

@@ -8,9 +8,14 @@ process). No scheduler outside Dagster, and no per-batch run overhead: a batch i
 ``max_wait`` seconds or ``max_messages`` messages, whichever comes first.
 
 Each batch goes through ``process_batch``, the same exactly-once protocol as a micro-batch. A
-termination request arriving during a batch is held until the batch is durable (a second one
-abandons it, which is safe: nothing unrecorded is ever committed); one arriving while waiting for
-messages stops the consumer at once, dropping only messages that were never recorded.
+termination request arriving during a batch is held until the batch is durable and its
+materialisations are written (a second one abandons it, which is safe: nothing unrecorded is ever
+committed); one arriving while waiting for messages stops the consumer at once, dropping only
+messages that were never recorded.
+
+A batch is due ``max_wait`` seconds after its first message was *produced* (its Kafka timestamp),
+not after it was polled, so messages that arrived while the previous batch was being made do not
+wait a whole ``max_wait`` more; under a backlog, polls fill a batch to ``max_messages`` first.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 import dagster as dg
 
 from platform_assets.streaming.batch import StreamTarget, batch_metadata, process_batch
+from platform_assets.streaming.publish import Publisher
 from resources.kafka import KafkaMessage, KafkaResource, KafkaUnavailable, OffsetRange
 from resources.lake import LakeResource
 from resources.stream_store import StreamStore
@@ -33,6 +39,13 @@ DISCOVER_EVERY_S = 30.0  # partitions added to the topic join the shard that own
 # A poll returns when it has its messages or at its timeout; short polls let a batch's clock start when
 # its first message arrives (a 1 s poll under light traffic started it up to 1 s late).
 POLL_SLICE_S = 0.1
+POLL_MESSAGES = 10_000  # at most per poll
+
+
+def oldest_age(messages: Sequence[KafkaMessage], now: Callable[[], float] = time.time) -> float:
+    """Seconds since the oldest of ``messages`` was produced (its Kafka timestamp); 0 without one."""
+    stamps = [m.timestamp_ms for m in messages if m.timestamp_ms and m.timestamp_ms > 0]
+    return max(0.0, now() - min(stamps) / 1000) if stamps else 0.0
 
 
 class Batcher:
@@ -44,9 +57,13 @@ class Batcher:
         self.messages: list[KafkaMessage] = []
         self.first_at: float | None = None
 
-    def add(self, messages: Sequence[KafkaMessage]) -> None:
+    def add(self, messages: Sequence[KafkaMessage], age: float = 0.0) -> None:
+        """``age``: seconds the oldest of ``messages`` has already waited (since it was produced), so
+        a batch is due ``max_wait`` after its first message was produced, not after it was polled:
+        messages that arrived while the previous batch was being made do not wait a full
+        ``max_wait`` more. Capped at ``max_wait`` (clocks of producers may be off)."""
         if messages and self.first_at is None:
-            self.first_at = self.clock()
+            self.first_at = self.clock() - min(max(age, 0.0), self.max_wait)
         self.messages.extend(messages)
 
     def room(self) -> int:
@@ -131,11 +148,17 @@ def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int,
     log = context.log
     run_id = context.run_id
 
+    publisher = Publisher(kafka)  # one producer for the consumer's life (alerts, predictions)
+    if predictor is not None:
+        predictor.use_publisher(publisher)
+
     def durable_batch(messages, ranges, commit):
+        # A termination waits for the batch AND its materialisations (written to the instance while this
+        # generator is suspended in the yield), so every durable batch shows in the UI.
         with interrupts_deferred():
             batch = process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
-                                  commit=commit, run_id=run_id, predictor=predictor)
-        return _materializations(target, batch_metadata(target, batch, lake))
+                                  commit=commit, run_id=run_id, predictor=predictor, publisher=publisher)
+            yield from _materializations(target, batch_metadata(target, batch, lake))
 
     with contextlib.ExitStack() as stack:
         partitions, pending = claim_partitions(stack, stream_store, kafka, topic, mine, log)
@@ -166,17 +189,23 @@ def consume(context: dg.AssetExecutionContext, target: StreamTarget, shard: int,
         observed = discovered = time.monotonic()
         totals = {"batches": 0, "messages": 0}
         while not stop():
-            for msg in consumer.consume(num_messages=max(1, min(batcher.room(), 10_000)),
-                                        timeout=min(batcher.poll_timeout(), POLL_SLICE_S)):
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise KafkaUnavailable(f"topic {topic}: {err}")
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning(f"topic {topic}: {err} (the client retries)")
-                    continue
-                batcher.add([KafkaMessage(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                          msg.timestamp()[1])])
+            while True:  # under a backlog, fill the batch before it is judged due (fewer, larger batches)
+                asked = max(1, min(batcher.room(), POLL_MESSAGES))
+                polled = consumer.consume(num_messages=asked, timeout=min(batcher.poll_timeout(), POLL_SLICE_S))
+                messages = []
+                for msg in polled:
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaUnavailable(f"topic {topic}: {err}")
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning(f"topic {topic}: {err} (the client retries)")
+                        continue
+                    messages.append(KafkaMessage(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                                 msg.timestamp()[1]))
+                batcher.add(messages, age=oldest_age(messages))
+                if len(polled) < asked or not batcher.room():
+                    break
             while batcher.due():
                 messages = batcher.take()
                 ranges = batch_ranges(messages, positions)

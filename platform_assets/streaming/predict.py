@@ -30,7 +30,8 @@ from platform_assets.ml.features import ONLINE_HISTORY_ROWS
 from platform_assets.streaming import online
 from platform_assets.streaming.config import Predictions, StreamConfig
 from platform_assets.streaming.microbatch import alert_id
-from resources.kafka import KafkaResource, OffsetRange, produce_waiting
+from platform_assets.streaming.publish import Publisher
+from resources.kafka import KafkaResource, KafkaUnavailable, OffsetRange
 from resources.lake import LakeResource
 from resources.mlflow_tracking import MlflowResource
 from resources.online_store import OnlineStoreResource
@@ -88,7 +89,7 @@ class StreamPredictor:
         self._checked = float("-inf")
         self._context: online.Context | None = None
         self._context_at = float("-inf")
-        self._producer = None
+        self._publisher: Publisher | None = None
 
     # -- inputs that change slowly -------------------------------------------------------------------
     def context(self) -> online.Context:
@@ -181,23 +182,22 @@ class StreamPredictor:
         if messages:
             self._produce(messages)
 
+    def use_publisher(self, publisher: Publisher) -> None:
+        """Publish through the consumer's own long-lived producer (one handshake per consumer, not two)."""
+        self._publisher = publisher
+
     def reset(self) -> None:
         """A batch failed: the in-memory state may be ahead of or behind the warehouse; re-read it."""
         self.state.reset()
 
     def _produce(self, messages) -> None:
-        from resources.kafka import KafkaUnavailable
-
-        if self._producer is None:  # one producer for the consumer's life (a TLS handshake per batch costs)
-            self._producer = self.kafka.producer()
-        errors: list[str] = []
-        for topic, key, value in messages:
-            produce_waiting(self._producer, topic, str(key).encode(), json.dumps(value, default=str).encode(),
-                            lambda err, _msg: errors.append(str(err)) if err is not None else None)
-        remaining = self._producer.flush(self.kafka.timeout_seconds)
-        if remaining or errors:
-            self._producer = None  # a new one next time (a producer may be left in a fatal state)
-            raise KafkaUnavailable(f"predictions: {remaining} messages undelivered, errors: {errors[:3]}")
+        if self._publisher is None:  # one producer for the consumer's life (a TLS handshake per batch costs)
+            self._publisher = Publisher(self.kafka)
+        try:
+            self._publisher.produce((topic, str(key).encode(), json.dumps(value, default=str).encode())
+                                    for topic, key, value in messages)
+        except KafkaUnavailable as exc:
+            raise KafkaUnavailable(f"predictions: {exc}") from exc
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

@@ -331,9 +331,14 @@ def profile_batches(streams, lake_root: Path, batches: int = 10, size: int = 100
     return out
 
 
+CPROFILE: Path | None = None  # --cprofile: each continuous run's profile (main thread) goes here
+
+
 def continuous_run(streams, instance, lake_root: Path, until, started=None) -> float:
     """Seconds the consumer ran as a Dagster run in this process until ``until()`` held; then it is
     interrupted (SIGINT, what a termination delivers) and the run ends canceled."""
+    import cProfile
+
     import dagster as dg
 
     os.environ["LAKE_ROOT"] = str(lake_root)
@@ -355,6 +360,9 @@ def continuous_run(streams, instance, lake_root: Path, until, started=None) -> f
     t0 = time.perf_counter()
     threading.Thread(target=watch, daemon=True).start()
     result = None
+    profiler = cProfile.Profile() if CPROFILE else None
+    if profiler:
+        profiler.enable()
     try:
         result = job.execute_in_process(
             run_config={"ops": {h.asset_names[STREAM]: {"config": {"shard": 0, "parallelism": 1}}}},
@@ -363,11 +371,32 @@ def continuous_run(streams, instance, lake_root: Path, until, started=None) -> f
         pass
     finally:
         finished.set()
+        if profiler:
+            profiler.disable()
+            CPROFILE.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(str(CPROFILE / f"{lake_root.name}.prof"))
     if not stopped.is_set():
         errors = [e.event_specific_data.error.to_string() for e in (result.all_events if result else [])
                   if e.event_type_value == "STEP_FAILURE"]
         raise RuntimeError("the consumer run ended before it was stopped:\n" + "\n".join(errors)[-3000:])
     return time.perf_counter() - t0
+
+
+def backlog_steps(instance) -> dict:
+    """Where the backlog run's time went: its batches (from their materialisations' ``step_seconds``),
+    microseconds per message per step, and the seconds outside ``process_batch`` (run start-up, polls,
+    materialisation events)."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetKey(["lake", "stream", STREAM]), limit=10_000).records
+    mats = [r.asset_materialization.metadata for r in records]
+    messages = sum(m["messages"].value for m in mats)
+    steps: dict[str, float] = {}
+    for m in mats:
+        for step, secs in m["step_seconds"].value.items():
+            steps[step] = steps.get(step, 0.0) + secs
+    return {"batches": len(mats), "batch_seconds": round(sum(steps.values()), 3),
+            "us_per_message": {k: round(v / max(messages, 1) * 1e6, 1) for k, v in steps.items()}}
 
 
 def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[float], seconds: float,
@@ -391,7 +420,8 @@ def continuous_mode(base, env: dict, suffix: str, messages: int, rates: list[flo
         log("continuous: backlog throughput")
         secs = continuous_run(streams, instance, home / "lake-backlog",
                               lambda: (_batches(env, h.topic()).get("end") or 0) >= messages)
-        out["throughput"] = {"seconds": round(secs, 3), "events_per_s": round(messages / secs)}
+        out["throughput"] = {"seconds": round(secs, 3), "events_per_s": round(messages / secs),
+                             **backlog_steps(instance)}
         for rate in rates:
             streams = with_predictions_topic(h.kafka, renamed(base, f"cont{int(rate)}-{suffix}", mode="continuous",
                                                               predictions=True))
@@ -436,7 +466,10 @@ def main() -> int:
     parser.add_argument("--continuous-rates", default="200,1000", help="steady rates for continuous mode")
     parser.add_argument("--parts", default="micro_batch,continuous",
                         help="modes to measure, comma-separated (micro_batch, continuous); the raw consumer always runs")
+    parser.add_argument("--cprofile", type=Path, help="write a cProfile of each continuous run (consumer thread) here")
     args = parser.parse_args()
+    global CPROFILE
+    CPROFILE = args.cprofile
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = parts - {"micro_batch", "continuous"}
     if unknown or not parts:

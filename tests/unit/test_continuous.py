@@ -8,7 +8,7 @@ import pytest
 
 from platform_assets.sources.config import load_catalogue
 from platform_assets.streaming.config import load_streams
-from platform_assets.streaming.continuous import Batcher, batch_ranges, interrupts_deferred
+from platform_assets.streaming.continuous import Batcher, batch_ranges, interrupts_deferred, oldest_age
 from resources.kafka import KafkaMessage, OffsetRange
 from sensors.kafka_streams import MODE_TAG, PARALLELISM_TAG, SHARD_TAG, plan_consumers
 
@@ -37,6 +37,74 @@ def test_a_batch_is_due_after_max_wait_from_its_first_message():
     assert b.due() and b.poll_timeout() == 0.0
     assert [m.offset for m in b.take()] == list(range(10))
     assert not b.due() and b.first_at is None
+
+
+def test_a_batch_is_due_max_wait_after_its_first_message_was_produced():
+    """Messages that waited in the broker while the previous batch was made do not wait a whole
+    max_wait more; an age beyond max_wait (a producer's clock ahead or behind) is capped."""
+    clock = Clock()
+    b = Batcher(max_wait=1.0, max_messages=100, clock=clock)
+    b.add(msgs(0, range(3)), age=0.7)
+    assert not b.due() and b.poll_timeout() == pytest.approx(0.3)
+    b.add(msgs(0, range(3, 6)), age=5.0)  # only the batch's first poll sets its clock
+    assert not b.due()
+    clock.t += 0.3
+    assert b.due()
+    b.take()
+    b.add(msgs(0, range(6, 8)), age=-3.0)  # a producer clock ahead: as if just produced
+    assert b.poll_timeout() == pytest.approx(1.0)
+    b.take()
+    b.add(msgs(0, range(8, 9)), age=60.0)
+    assert b.due()
+
+
+def test_the_age_of_a_poll_is_its_oldest_timestamped_message():
+    polled = [KafkaMessage(0, 1, None, b"{}", 99_000), KafkaMessage(0, 2, None, b"{}", 98_500),
+              KafkaMessage(0, 3, None, b"{}", -1)]  # -1: no timestamp
+    assert oldest_age(polled, now=lambda: 100.0) == pytest.approx(1.5)
+    assert oldest_age([KafkaMessage(0, 3, None, b"{}", -1)], now=lambda: 100.0) == 0.0
+    assert oldest_age([], now=lambda: 100.0) == 0.0
+
+
+class FakeProducer:
+    def __init__(self, fail=False):
+        self.sent, self.fail, self.pending = [], fail, []
+
+    def produce(self, topic, key, value, on_delivery):
+        self.pending.append((topic, key, value, on_delivery))
+
+    def flush(self, timeout):
+        for topic, key, value, on_delivery in self.pending:
+            on_delivery("broker down" if self.fail else None, None)
+            self.sent.append((topic, key, value))
+        self.pending = []
+        return 0
+
+
+class FakeKafka:
+    timeout_seconds = 1.0
+
+    def __init__(self, fail_first=False):
+        self.made, self.fail_first = [], fail_first
+
+    def producer(self):
+        self.made.append(FakeProducer(fail=self.fail_first and not self.made))
+        return self.made[-1]
+
+
+def test_the_publisher_keeps_one_producer_and_replaces_it_after_a_failure():
+    from platform_assets.streaming.publish import Publisher
+    from resources.kafka import KafkaUnavailable
+
+    kafka = FakeKafka(fail_first=True)
+    pub = Publisher(kafka)
+    with pytest.raises(KafkaUnavailable, match="topic alerts: 1 messages undelivered|topic alerts: .*broker down"):
+        pub.topic("alerts")([(b"k", b"v")])
+    assert pub.topic("alerts")([(b"k1", b"v1"), (b"k2", b"v2")]) == 2
+    assert pub.produce([("predictions", b"k3", b"v3")]) == 1
+    assert len(kafka.made) == 2  # one after the failure, then kept
+    assert kafka.made[1].sent == [("alerts", b"k1", b"v1"), ("alerts", b"k2", b"v2"), ("predictions", b"k3", b"v3")]
+    assert pub.produce([]) == 0
 
 
 def test_a_batch_is_due_at_max_messages_and_the_rest_stays_due():
@@ -122,7 +190,7 @@ def test_catalogue_modes_are_validated():
 
     streams = load_streams(load_catalogue(), environ={})
     stream = streams.streams["sensor_readings"]
-    assert stream.max_wait == 1.0 and stream.max_messages > 0
+    assert stream.max_wait == 0.5 and stream.max_messages > 0
     data = streams.model_dump()
     data["streams"]["sensor_readings"]["mode"] = "realtime"
     with pytest.raises((ValueError, CatalogueError)):
