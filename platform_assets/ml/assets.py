@@ -121,11 +121,10 @@ def _train(model_name: str, model: ModelConfig, fs: FeatureSetConfig, algorithm:
     pipeline = tr.pipeline_for(model.task, algorithm, params, plan)
     with tr.native_threads(len(rows)):
         pipeline.fit(splits.train[columns], splits.train[model.target])
-        val = tr.metrics(model.task, pipeline, splits.validation[columns], splits.validation[model.target],
-                         model.positive_class)
+        val, pred = tr.scores(model.task, pipeline, splits.validation[columns], splits.validation[model.target],
+                              model.positive_class)  # pred: the validation plot's, from the same pass
         test = tr.metrics(model.task, pipeline, splits.test[columns], splits.test[model.target],
                           model.positive_class)
-        pred = pipeline.predict(splits.validation[columns])
     return plan, splits, pipeline, val, test, pred
 
 

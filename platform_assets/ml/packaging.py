@@ -8,6 +8,7 @@ import os
 
 import dagster as dg
 
+from platform_assets.ml import bentobuild
 from platform_assets.ml.assets import champion_key
 from platform_assets.ml.config import ModelCatalogue
 from platform_assets.settings import PROJECT_ROOT
@@ -50,12 +51,9 @@ def build_packaging_assets(catalogue: ModelCatalogue) -> list[dg.AssetsDefinitio
               kinds={"bentoml"}, automation_condition=dg.AutomationCondition.eager(),
               description="The Bento of the prediction service (serving/bentofile.yaml) with the champions inside.")
     def bento(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        import bentoml
-
-        built = bentoml.bentos.build_bentofile(str(PROJECT_ROOT / "serving" / "bentofile.yaml"),
-                                               build_ctx=str(PROJECT_ROOT))
+        built, requirements = bentobuild.build(PROJECT_ROOT / "serving" / "bentofile.yaml", PROJECT_ROOT)
         return dg.MaterializeResult(metadata={
-            "bento": str(built.tag), "path": dg.MetadataValue.path(built.path),
+            "bento": str(built.tag), "path": dg.MetadataValue.path(built.path), "requirements": requirements,
             "models": dg.MetadataValue.json([str(m.tag) for m in built.info.models]),
         })
 

@@ -382,12 +382,18 @@ def metrics(task: str, pipeline, X: pd.DataFrame, y: pd.Series, positive=None) -
     """Validation or test metrics. Classification: accuracy, balanced_accuracy, f1_macro, log_loss and
     roc_auc (one-vs-rest macro when multiclass) always; pr_auc and f1 of ``positive`` (default: the
     greater label) when binary. Regression: rmse, mae, r2."""
+    return scores(task, pipeline, X, y, positive)[0]
+
+
+def scores(task: str, pipeline, X: pd.DataFrame, y: pd.Series, positive=None) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`metrics` and the predictions they were computed from (for classification the most probable
+    class, which is what ``predict`` returns), so plots need no second pass over ``X``."""
     from sklearn import metrics as m
 
     if task != "classification":
         pred = pipeline.predict(X)
         return {"rmse": float(np.sqrt(m.mean_squared_error(y, pred))), "mae": float(m.mean_absolute_error(y, pred)),
-                "r2": float(m.r2_score(y, pred)), "rows": float(len(y))}
+                "r2": float(m.r2_score(y, pred)), "rows": float(len(y))}, pred
     classes = list(pipeline.classes_)
     y = np.asarray(y)
     proba = pipeline.predict_proba(X)
@@ -408,7 +414,7 @@ def metrics(task: str, pipeline, X: pd.DataFrame, y: pd.Series, positive=None) -
         every = present >= set(classes)
         out["roc_auc"] = float(m.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)) \
             if every else float("nan")
-    return out
+    return out, pred
 
 
 def per_class(classes, y: pd.Series, pred) -> dict[str, dict[str, float]]:

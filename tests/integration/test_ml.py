@@ -58,6 +58,41 @@ def test_online_store_holds_the_latest_row_per_machine(first_training, ml_env, p
     assert row["machine_id"] == machines[0] and "avg_temperature_mean_24h" in row
 
 
+def test_bento_rebuild_reuses_the_requirement_lock_and_makes_the_same_bento(first_training):
+    """serving/bento locks the requirements once; a rebuild reuses the lock and yields the same files,
+    locked requirements and Dockerfile, with nothing of the staging folder inside."""
+    from pathlib import Path
+
+    import bentoml
+
+    from platform_assets.ml import bentobuild
+    from platform_assets.settings import PROJECT_ROOT
+
+    md = metadata(first_training, dg.AssetKey(["serving", "bento"]))
+    assert md["requirements"].startswith(("locked", "reused lock"))
+    first = bentoml.bentos.get(md["bento"])
+    second, how = bentobuild.build(PROJECT_ROOT / "serving" / "bentofile.yaml", PROJECT_ROOT)
+    try:
+        def files(b):
+            return sorted(p.relative_to(b.path).as_posix() for p in Path(b.path).rglob("*") if p.is_file())
+
+        def text(b, rel):
+            return (Path(b.path) / rel).read_text()
+
+        assert how.startswith("reused lock") and second.tag != first.tag
+        assert files(second) == files(first)
+        assert "src/serving/service.py" in files(second) and "src/platform_assets/models.yaml" in files(second)
+        assert not [f for f in files(second) if bentobuild.BUILD_DIR in f or "__pycache__" in f]
+        locked = sorted(x.strip() for x in text(second, "env/python/requirements.txt").splitlines() if x.strip())
+        assert locked == sorted(x.strip() for x in text(first, "env/python/requirements.txt").splitlines() if x.strip())
+        assert locked.count(f"bentoml=={bentoml.__version__}") == 1
+        assert "scikit-learn==1.9.1" in locked and any(r.startswith("numpy==") for r in locked)  # transitive, pinned
+        assert text(second, "env/docker/Dockerfile") == text(first, "env/docker/Dockerfile")
+        assert {m.tag for m in second.info.models} == {m.tag for m in first.info.models}
+    finally:
+        bentoml.bentos.delete(str(second.tag))
+
+
 def test_gate_refuses_a_worse_model_and_keeps_the_champion(first_training, ml_env):
     client, name = ml_env["mlflow"].client(), f"{ml_env['prefix']}{CLS}"
     before = client.get_model_version_by_alias(name, "champion").version

@@ -82,3 +82,91 @@ def test_plots_render_as_inline_markdown():
     png = tr.confusion_matrix_png([0, 1, 1, 0], [0, 1, 0, 0], "cm")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert tr.png_markdown(png, "cm").startswith("![cm](data:image/png;base64,")
+
+
+
+def fake_mlflow(fail_in=None):
+    """An MlflowResource that records what a candidate asks of it, in order (unit tests only);
+    ``fail_in="log_sklearn"`` makes the model upload fail as an unreachable server."""
+    import contextlib
+    import types
+
+    from resources.mlflow_tracking import MlflowResource
+
+    calls = []
+
+    class Fake(MlflowResource):
+        @contextlib.contextmanager
+        def run(self, context, experiment, run_name, tags=None):
+            calls.append(("start", run_name))
+            try:
+                yield types.SimpleNamespace(info=types.SimpleNamespace(run_id="r1"))
+            except BaseException as exc:
+                calls.append(("failed", type(exc).__name__))
+                raise
+            calls.append(("end",))
+
+        def log_sklearn(self, pipeline, registered_name, input_example, tags=None):
+            if fail_in == "log_sklearn":
+                raise ConnectionError("mlflow unreachable")
+            calls.append(("model", sorted(tags)))
+            return "7"
+
+        def log_batch(self, run_id, params, metrics):
+            calls.append(("batch", sorted(metrics)))
+
+        def log_files(self, run_id, files):
+            calls.append(("files", sorted(files)))
+
+    return Fake(tracking_uri="http://unused"), calls
+
+
+def _run_candidate(mlflow):
+    import dagster as dg
+
+    from platform_assets.ml.assets import build_candidate
+
+    asset = build_candidate("m", CLS.model_copy(update={"positive_class": 1}), FS, "random_forest")
+    with dg.build_asset_context() as context:
+        return asset(context, PARAMS["random_forest"](), frame(400), mlflow=mlflow)
+
+
+def test_candidate_logs_model_first_then_params_metrics_and_files_in_one_call_each():
+    fake, calls = fake_mlflow()
+    md = _run_candidate(fake).metadata
+    assert md["model_version"] == "7" and md["mlflow_run_id"] == "r1" and "test_roc_auc" in md
+    assert [c[0] for c in calls] == ["start", "model", "batch", "files", "end"]
+    assert "test_roc_auc" in calls[2][1] and "val_pr_auc" in calls[2][1]
+    assert calls[3][1] == ["feature_rules.json", "per_class_validation.json", "validation_plot.png"]
+
+
+def test_candidate_failures_transient_raised_as_is_others_fail_fast(monkeypatch):
+    import dagster as dg
+
+    from platform_assets.ml import assets as ml_assets
+
+    fake, calls = fake_mlflow(fail_in="log_sklearn")
+    with pytest.raises(ConnectionError, match="mlflow unreachable"):  # transient: raised as is, for IO_RETRY
+        _run_candidate(fake)
+    assert [c[0] for c in calls] == ["start", "failed"]
+
+    def broken_plot(*args, **kwargs):
+        raise ValueError("plot failed")
+
+    monkeypatch.setattr(ml_assets.tr, "confusion_matrix_png", broken_plot)
+    fake, calls = fake_mlflow()
+    with pytest.raises(dg.Failure, match="plot failed"):  # not transient: fails fast
+        _run_candidate(fake)
+    assert calls == []  # nothing tracked or registered for a candidate whose report failed
+
+
+@pytest.mark.parametrize("algorithm", ["random_forest", "gradient_boosting", "logistic_regression"])
+def test_scores_predictions_are_what_predict_returns(algorithm):
+    """The validation plot reuses the metrics' pass: its predictions must equal ``predict``'s."""
+    rows = tr.check_inputs(frame(300), CLS, FS, "m")
+    plan, splits = tr.plan_features(rows, CLS, FS, "m"), tr.split(rows, CLS, FS, "m")
+    pipeline = tr.pipeline_for("classification", algorithm, PARAMS[algorithm]().model_dump(), plan)
+    pipeline.fit(splits.train[plan.columns], splits.train["y"])
+    val, pred = tr.scores("classification", pipeline, splits.validation[plan.columns], splits.validation["y"])
+    assert val == tr.metrics("classification", pipeline, splits.validation[plan.columns], splits.validation["y"])
+    assert (pred == pipeline.predict(splits.validation[plan.columns])).all() and len(pred) == len(splits.validation)
