@@ -25,9 +25,9 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
 from pydantic import Field, PrivateAttr
 
 LAKE_ACCESS_MODES = ("auto", "direct", "arrow")
@@ -73,7 +73,8 @@ class SparkResource(dg.ConfigurableResource):
     # Folder of extra jars for spark.jars; unset: $SPARK_JARS_DIR, else .local/spark-jars (when present).
     jars_dir: str | None = None
 
-    _lazy: LazyPySparkResource | None = PrivateAttr(default=None)
+    # dagster_pyspark's LazyPySparkResource, made (and pyspark imported, ~0.4 s) on first use only.
+    _lazy: Any = PrivateAttr(default=None)
 
     def jars(self) -> list[str]:
         """The connector jars to load, sorted; none when the folder is absent (a cluster's own image)."""
@@ -125,6 +126,8 @@ class SparkResource(dg.ConfigurableResource):
                 from pyspark.sql import SparkSession
 
                 return SparkSession.builder.remote(self.master).getOrCreate()
+            from dagster_pyspark import LazyPySparkResource
+
             conf = {**self.spark_config(), "spark.master": self.master}
             self._lazy = LazyPySparkResource(spark_config=conf)
             session = self._lazy.spark_session

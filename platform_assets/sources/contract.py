@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -82,11 +82,12 @@ def _mask(values: pa.Array, index: pd.Index) -> pd.Series:
     return pd.Series(values.fill_null(True).to_numpy(zero_copy_only=False), index=index, dtype=bool)
 
 
-def _is_blank(series: pd.Series, markers: Sequence[str] = ()) -> pd.Series:
-    """Missing, text that is only whitespace, or a null marker (vectorised: runs on every column of every row)."""
+def _is_blank(series: pd.Series, markers: Sequence[str] = (), text: pa.Array | None = None) -> pd.Series:
+    """Missing, text that is only whitespace, or a null marker (vectorised: runs on every column of every row).
+    ``text``: the column already as Arrow text (``_text_array``), when the caller has it."""
     if series.dtype != object:
         return series.isna()
-    text = _text_array(series)
+    text = text if text is not None else _text_array(series)
     if text is not None:
         stripped = _strip(text)
         blank = pc.or_kleene(pc.equal(stripped, ""), pc.is_in(stripped, pa.array(list(markers), pa.string())))
@@ -132,9 +133,9 @@ def _to_timestamps(as_text: pd.Series, fmt: str | None) -> pd.Series:
     return ts
 
 
-def _to_float(series: pd.Series) -> pd.Series:
+def _to_float(series: pd.Series, text: pa.Array | None = None) -> pd.Series:
     """Floats; plain decimal text is read by Arrow (exactly as Python's float() reads it), the rest by pandas."""
-    text = _text_array(series)
+    text = text if text is not None else _text_array(series)
     if text is None:
         return pd.to_numeric(series, errors="coerce").astype("float64")
     plain = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
@@ -146,8 +147,8 @@ def _to_float(series: pd.Series) -> pd.Series:
     return result
 
 
-def _to_bool(series: pd.Series) -> pd.Series:
-    text = _text_array(series)
+def _to_bool(series: pd.Series, text: pa.Array | None = None) -> pd.Series:
+    text = text if text is not None else _text_array(series)
     if text is not None:
         word = pc.utf8_lower(_strip(text))
         true, false = pc.is_in(word, pa.array(sorted(_TRUE))), pc.is_in(word, pa.array(sorted(_FALSE)))
@@ -191,10 +192,11 @@ def _to_json(v):
         return None
 
 
-def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
-    """The typed column; values that do not fit come back as null (the caller compares with the input)."""
+def _coerce(series: pd.Series, col: ColumnContract, text: pa.Array | None = None) -> pd.Series:
+    """The typed column; values that do not fit come back as null (the caller compares with the input).
+    ``text``: the column already as Arrow text (``_text_array``), when the caller has it."""
     if col.type == "float":
-        return _to_float(series)
+        return _to_float(series, text)
     if col.type == "int":
         nums = pd.to_numeric(series, errors="coerce")
         nums = nums.where(np.isclose(nums % 1, 0) | nums.isna())
@@ -210,12 +212,12 @@ def _coerce(series: pd.Series, col: ColumnContract) -> pd.Series:
         ts = ts.astype("datetime64[us, UTC]")
         return ts if col.type == "timestamp" else _dates(ts)
     if col.type == "bool":
-        return _to_bool(series)
+        return _to_bool(series, text)
     if col.type == "json":
         return pd.Series([_to_json(v) for v in series.to_numpy(dtype=object)], index=series.index, dtype=object)
     # string
     missing = series.isna()
-    if _text_array(series) is not None:
+    if text is not None or _text_array(series) is not None:
         return series.astype(object).where(~missing, None)
     return series.astype(str).where(~missing, None).astype(object)
 
@@ -289,11 +291,13 @@ def apply_contract(
     partition_column: str | None = None,
     dates: Sequence[dt.date] | None = None,
     file_dates: dict[str, dt.date] | None = None,
+    text_columns: Mapping[str, pa.Array] | None = None,
 ) -> ContractResult:
     """Split parsed records into typed clean rows and quarantine rows with reasons.
 
     ``file_dates`` gives the partition date of each raw file, so unparseable records of a
-    partitioned source land in the right quarantine partition. Every check is one vectorised pass
+    partitioned source land in the right quarantine partition. ``text_columns``: columns of
+    ``frame`` that the parser also has as Arrow text (row for row), so they are not converted again. Every check is one vectorised pass
     over a column; only the rows that break something are visited one by one, to word their reasons.
     """
     file_dates = file_dates or {}
@@ -312,9 +316,14 @@ def apply_contract(
     typed = pd.DataFrame(index=frame.index)
     for name, spec in contract.columns.items():
         raw = frame[name] if name in frame.columns else pd.Series([None] * len(frame), index=frame.index, dtype=object)
-        blank = _is_blank(raw, spec.null_values if spec.null_values is not None else contract.null_values)
+        text = (text_columns or {}).get(name)
+        if text is None and raw.dtype == object:
+            text = _text_array(raw)  # once per column: the blank test and the typing both read it
+        blank = _is_blank(raw, spec.null_values if spec.null_values is not None else contract.null_values, text)
         raw_values = raw.where(~blank, None) if raw.dtype == object else raw
-        value = _coerce(raw_values, spec)
+        if text is not None:  # the text of raw_values: blanks missing
+            text = pc.if_else(pa.array(blank.to_numpy(dtype=bool)), pa.scalar(None, pa.string()), text)
+        value = _coerce(raw_values, spec, text)
         reasons.add(~blank & value.isna(),
                     lambda p, raw=raw, name=name, spec=spec: f"{name}: {raw.iloc[p]!r} is not a valid {spec.type}")
         if spec.required:
