@@ -68,10 +68,30 @@ _PLAIN_NUMBER = r"^[+-]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+
 
 
 def _text_array(series: pd.Series) -> pa.Array | None:
-    """The column as Arrow text when every value is text or missing (CSV, most JSON), else None."""
+    """The column as Arrow text when every value is text or missing (CSV, most JSON), else None
+    (also when some text is not valid Unicode: ``_not_unicode`` finds it)."""
     if series.dtype != object or pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
         return None
-    return pa.array(series.to_numpy(), type=pa.string(), from_pandas=True)
+    try:
+        return pa.array(series.to_numpy(), type=pa.string(), from_pandas=True)
+    except UnicodeEncodeError:
+        return None
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_unicode(series: pd.Series) -> pd.Series:
+    """Text that is not valid Unicode: a lone surrogate, which JSON's ``\\ud800`` escape makes and
+    ``json.loads`` accepts. No Parquet file or database holds it, so it is a broken value, not a
+    reason to fail the batch. One pass, in the general (non-Arrow) path only."""
+    return pd.Series(np.fromiter((isinstance(v, str) and not v.isascii() and not _encodes(v) for v in series.to_numpy()),
+                                 dtype=bool, count=len(series)), index=series.index)
 
 
 def _strip(text: pa.Array) -> pa.Array:
@@ -319,6 +339,11 @@ def apply_contract(
         text = (text_columns or {}).get(name)
         if text is None and raw.dtype == object:
             text = _text_array(raw)  # once per column: the blank test and the typing both read it
+            if text is None and spec.type in ("string", "json"):
+                broken = _not_unicode(raw)
+                if broken.any():
+                    reasons.add(broken, lambda p, raw=raw, name=name:
+                                f"{name}: {raw.iloc[p]!r} is not valid Unicode text (a lone surrogate)")
         blank = _is_blank(raw, spec.null_values if spec.null_values is not None else contract.null_values, text)
         raw_values = raw.where(~blank, None) if raw.dtype == object else raw
         if text is not None:  # the text of raw_values: blanks missing

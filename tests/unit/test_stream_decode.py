@@ -73,3 +73,15 @@ def test_only_valid_only_dead_and_empty_batches():
     assert_same([KafkaMessage(0, i, None, b"nope", i) for i in range(5)])
     assert_same([KafkaMessage(0, i, None, b"{}", i) for i in range(3)])
     assert_same([])
+
+
+@pytest.mark.parametrize("value", [json.dumps(reading(0, machine_id="\ud800")).encode(),
+                                   b'{"machine_id": "M\xed\xa0\x80", "ts": "2026-11-27T10:00:00+00:00"}'],
+                         ids=["escaped", "raw-bytes"])
+def test_a_lone_surrogate_is_a_dead_letter_not_a_failed_batch(value):
+    """JSON lets a string hold half a UTF-16 pair (``\\ud800``); no Parquet file or database can.
+    It must not fail the batch forever (the consumer would retry the same range): one dead letter."""
+    msgs = [KafkaMessage(0, 1, b"k", json.dumps(reading(1)).encode(), 1), KafkaMessage(0, 2, b"k", value, 2)]
+    got = assert_same(msgs)
+    assert len(got.valid) == 1 and got.dead_letters["offset"].tolist() == [2]
+    assert "not valid Unicode" in got.dead_letters["reason"].iloc[0]
