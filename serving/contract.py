@@ -15,6 +15,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+from pydantic_core import from_json, to_json
 from starlette.responses import JSONResponse
 
 MAX_RECORDS = int(os.environ.get("PREDICTION_MAX_RECORDS", "1000"))
@@ -34,6 +36,15 @@ class RequestError(Exception):
 
     def response(self) -> JSONResponse:
         return error_response(self.status, self.code, self.message, self.headers)
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by pydantic-core (Rust, already installed with pydantic): a 1,000-record answer
+    costs a fraction of ``json.dumps``'. Predictions are checked finite where they are made
+    (predictor.answer), as ``JSONResponse`` would refuse NaN."""
+
+    def render(self, content) -> bytes:
+        return to_json(content)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -98,6 +109,8 @@ class PredictRequest:
     model: str
     records: list[dict] | None
     machine_ids: list[str] | None
+    rows: np.ndarray | None = None  # the records' numeric features as a float64 matrix, in the model's
+    # column order (checked vectorised; see _numeric_rows)
 
 
 def _bad(message: str, code: str = "invalid_request") -> RequestError:
@@ -108,10 +121,13 @@ def parse_predict(body: bytes, content_type: str | None, specs: dict[str, Featur
     """The request as the document declares it, or RequestError saying what is wrong."""
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
         raise RequestError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(f"body is not valid JSON: {exc}") from None
+    try:  # pydantic-core's parser (Rust) is about twice json's; json words the errors
+        data = from_json(body)
+    except ValueError:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _bad("body must be a JSON object with model and records or machine_ids")
     unknown = sorted(set(data) - set(TOP_LEVEL))
@@ -135,16 +151,50 @@ def parse_predict(body: bytes, content_type: str | None, specs: dict[str, Featur
             if not isinstance(m, str) or not 1 <= len(m) <= MAX_ID_LENGTH:
                 raise _bad(f"machine_ids[{i}] must be a string of 1 to {MAX_ID_LENGTH} characters; got {m!r}")
         return PredictRequest(model, None, items)
-    _check_records(items, specs[model], model)
-    return PredictRequest(model, items, None)
-
-
-def _check_records(records: list, spec: FeatureSpec, model: str) -> None:
-    """Every record against the spec. Numbers, most of every record, take a fast path (exact
-    ``float``/``int`` within the bounds; NaN fails the comparison); anything else, and every
-    refusal, goes through ``_check_value``, which words the error."""
-    required = set(spec.columns)
+    spec = specs[model]
     numeric = [c for c, t in zip(spec.columns, spec.types, strict=True) if t in NUMERIC_TYPES]
+    rows = _numeric_rows(items, numeric)
+    if rows is None or len(numeric) < len(spec.columns):  # a problem to word, or features not numbers
+        _check_records(items, spec, model, numbers_checked=rows is not None)
+    return PredictRequest(model, items, None, rows)
+
+
+_NUMBER_TYPES = {float, int, type(None)}
+
+
+def _numeric_rows(records: list, numeric: list[str]) -> np.ndarray | None:
+    """The numeric features of every record as a float64 matrix, checked in a few vectorised passes:
+    every record has them, each is an exact ``float`` or ``int`` (not ``bool``) or null, finite and
+    within the bounds. None as soon as anything is off: ``_check_records`` then finds the first
+    problem in order and words it, so the errors are those of the record-by-record check."""
+    try:
+        values = [record[column] for record in records for column in numeric]
+    except (KeyError, TypeError):  # a record without a feature, or not an object
+        return None
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        return None
+    try:
+        matrix = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        return None
+    finite = np.isfinite(matrix)
+    nulls = values.count(None)
+    if matrix.size - int(np.count_nonzero(finite)) != nulls:  # NaN or infinity sent as a number
+        return None
+    magnitudes = np.abs(matrix[finite] if nulls else matrix)
+    if magnitudes.size and magnitudes.max() > MAX_ABS_VALUE:
+        return None
+    return matrix.reshape(len(records), len(numeric))
+
+
+def _check_records(records: list, spec: FeatureSpec, model: str, numbers_checked: bool = False) -> None:
+    """Every record against the spec, in order; the first problem is the error. Numbers take a fast
+    path (exact ``float``/``int`` within the bounds; NaN fails the comparison; skipped when
+    ``_numeric_rows`` passed them); anything else, and every refusal, goes through ``_check_value``,
+    which words the error."""
+    required = set(spec.columns)
+    numeric = [] if numbers_checked else \
+        [c for c, t in zip(spec.columns, spec.types, strict=True) if t in NUMERIC_TYPES]
     other = [(c, t) for c, t in zip(spec.columns, spec.types, strict=True) if t not in NUMERIC_TYPES]
     low, high = -MAX_ABS_VALUE, MAX_ABS_VALUE
     for i, record in enumerate(records):

@@ -25,6 +25,7 @@ runner also refuses, with the same answer, records that would wait longer than i
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 
@@ -41,10 +42,10 @@ from platform_assets.ml.config import load_models
 from platform_assets.settings import load_local_defaults
 from serving import contract
 from serving.auth import OPEN_PATHS, JWTAuthMiddleware
-from serving.batching import PredictionRunner, api_name
+from serving.batching import PredictionRunner, about_name, api_name, refusals_name
 from serving.contract import FeatureSpec, RequestError
 from serving.prediction_log import PredictionLog
-from serving.predictor import InputError, ModelSlot, StaleBatch, merge_batch
+from serving.predictor import InputError, ModelSlot, RefusedRecord, StaleBatch, answer, key_of, rows_of
 
 load_local_defaults()
 CATALOGUE = load_models()
@@ -146,7 +147,10 @@ def _specs() -> dict[str, FeatureSpec]:
     if BATCHING:  # no prediction here checks for a new champion: its signature may differ
         for slot in slots.values():
             slot.current()
-    return {name: FeatureSpec.of(slot) for name, slot in slots.items()}
+    key = tuple(slot.tag for slot in slots.values())
+    if _state.get("specs_of") != key:  # built once per set of served versions, not per request
+        _state["specs"], _state["specs_of"] = {name: FeatureSpec.of(slot) for name, slot in slots.items()}, key
+    return _state["specs"]
 
 
 async def _predict_handler(request: Request) -> JSONResponse:
@@ -157,7 +161,7 @@ async def _predict_handler(request: Request) -> JSONResponse:
             parsed = contract.parse_predict(body, content_type, specs)
         else:  # parsing and checks off the event loop, which must keep answering
             parsed = await anyio.to_thread.run_sync(contract.parse_predict, body, content_type, specs)
-        return JSONResponse(await service.predict_batched(parsed))
+        return contract.FastJSONResponse(await service.predict_batched(parsed))
 
     def work() -> dict:
         return service.predict_parsed(contract.parse_predict(body, content_type, specs))
@@ -269,34 +273,57 @@ class _FleetPredictions:
         _state["slots"] = self.slots
         self.prediction_log = PredictionLog(lambda: _resolved("warehouse"))
         self.online_store = _resolved("online_store")  # once, not per request
+        self.abouts: dict[float, dict] = {}  # the runner's versions by key (predictor.version_key)
         _state["service"] = self
 
     async def predict_batched(self, request: contract.PredictRequest) -> dict:
         """Predictions for a request that passed the contract, from the batching runner."""
-        model, records, machine_ids = request.model, request.records, request.machine_ids
+        model, rows, machine_ids = request.model, request.rows, request.machine_ids
         freshness = None
-        if machine_ids is not None:
-            records, freshness = await anyio.to_thread.run_sync(self._online_features, model, machine_ids)
+        slot = self.slots[model]
+        try:
+            if machine_ids is not None:
+                records, freshness = await anyio.to_thread.run_sync(self._online_features, model, machine_ids)
+                rows = rows_of(records, slot.columns, slot.types)
+            else:
+                rows = rows_of(request.records, slot.columns, slot.types, numbers=rows)
+        except InputError as exc:
+            raise RequestError(400, "invalid_input", f"input rejected by model {model}: {exc}") from None
         for _attempt in range(2):
+            out = await self._run(model, rows)
             try:
-                out = merge_batch(await self._run(model, records))
+                about = await self._about(model, key_of(out, model))
+                if about is None:  # the runner no longer knows the version: predict again
+                    continue
+                prediction = answer(out, about)
                 break
-            except InputError as exc:
-                raise RequestError(400, "invalid_input", f"input rejected by model {model}: {exc}") from None
+            except RefusedRecord as exc:
+                reasons = await self._run(model, rows, refusals_name(model))
+                raise RequestError(400, "invalid_input", f"input rejected by model {model}: record {exc.index}: "
+                                   f"{reasons[exc.index] or 'refused in its batch'}") from None
             except StaleBatch:  # a new champion landed between two parts of this request: once more
                 continue
         else:
             raise _unavailable(f"model {model} is being reloaded")
-        return self._served(model, out, machine_ids, freshness)
+        return self._served(model, prediction, machine_ids, freshness)
 
-    async def _run(self, model: str, records: list[dict]) -> list:
+    async def _about(self, model: str, key: float) -> dict | None:
+        """The version a key names: asked of the runner once per version it loads."""
+        if key not in self.abouts:
+            known = await self._run(model, None, about_name(model))
+            self.abouts.update({float(k): about for k, about in known.items()})
+        return self.abouts.get(key)
+
+    async def _run(self, model: str, rows, api: str | None = None):
+        """A runner API (``predict_<model>`` unless ``api`` names another) on ``rows``."""
         from bentoml.exceptions import BentoMLException, ServiceUnavailable
 
-        runner = self.runner
+        runner, api = self.runner, api or api_name(model)
+        args = () if rows is None else (rows,)
         try:
             if hasattr(runner, "to_async"):  # served: the runner is a process of its own
-                return await runner.to_async.call(api_name(model), records)
-            return await anyio.to_thread.run_sync(getattr(runner, api_name(model)), records)  # in-process
+                return await runner.to_async.call(api, *args)
+            return await anyio.to_thread.run_sync(getattr(runner, api), *args)  # in-process
         except ServiceUnavailable:  # the dispatcher refused: it could not answer within its latency bound
             raise RequestError(503, "overloaded", "predictions are queued beyond the latency bound; retry shortly",
                                {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
@@ -319,8 +346,11 @@ class _FleetPredictions:
 
     def _served(self, model: str, out: dict, machine_ids: list[str] | None, freshness: dict | None = None) -> dict:
         """Count and log a prediction, and add the request's machine ids to it."""
-        for p in out["predictions"]:
-            PREDICTIONS.labels(model, str(p) if "probabilities" in out else "value").inc()
+        if "probabilities" in out:
+            for label, n in collections.Counter(map(str, out["predictions"])).items():
+                PREDICTIONS.labels(model, label).inc(n)
+        else:
+            PREDICTIONS.labels(model, "value").inc(len(out["predictions"]))
         try:  # the log is off the request path: it must not fail a prediction either
             self.prediction_log.add(model, out["version"], out["predictions"], out.get("probabilities"), machine_ids)
         except Exception:

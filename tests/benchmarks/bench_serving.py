@@ -4,7 +4,7 @@ One run, one model (``failure_within_24h:latest`` from the local BentoML store),
 
 - **bare** (the like-for-like baseline): a bare Starlette app on uvicorn, one process, no auth, no
   access log, written the way a careful engineer would: the same scikit-learn pipeline with
-  ``n_jobs=1`` and one BLAS/OpenMP thread (as the platform runs it), one vectorised input frame
+  ``n_jobs=1`` and one BLAS/OpenMP thread on the thread that predicts (as the platform runs it), one vectorised input frame
   per request, ``predict_proba`` in a worker thread so the event loop keeps answering, the
   response in the platform's shape. It is this very script, started with ``--serve-bare PORT``.
 - **bare_stored**: the same app with the pipeline exactly as stored (the forest's ``n_jobs=-1``),
@@ -21,8 +21,9 @@ same BentoML model tag and give the same predictions and probabilities for the s
 threads in no fixed order). Then a closed-loop load generator drives each server with a fixed number
 of connections for a fixed time, for single-record, 100-record and 1,000-record payloads, after a
 short discarded warm-up: aiohttp in this process (the default), or Debian's ``wrk`` if it is on the
-PATH and ``--loadgen wrk`` is given. The CPU seconds of each server's process tree are read around
-each case. The **ceiling** is the model's own batch prediction, measured in this process on one
+PATH and ``--loadgen wrk`` is given (installed with
+``apt-get install -y wrk`` when missing, as deploy/local/services.sh does). The CPU seconds of each
+server's process tree are read around each case. The **ceiling** is the model's own batch prediction, measured in this process on one
 thread: ``predict_proba`` on a ready frame of ``SERVING_MAX_BATCH_SIZE`` records (and, second,
 with the frame built from records too). Every path is reported as a ratio to the like-for-like
 baseline and as a share of the ceiling. Last, **overload**: an open-loop generator sends
@@ -138,6 +139,10 @@ def bare_app(single_thread: bool):
     labels = [str(c) for c in classes]
 
     def predict_sync(records: list[dict]) -> dict:
+        if single_thread:  # OpenMP's limit is per thread: set it on the worker thread that predicts
+            from serving.predictor import one_thread_here
+
+            one_thread_here()
         frame = pd.DataFrame.from_records(records, columns=columns).astype(numeric)
         proba = pipeline.predict_proba(frame)
         return {"model": MODEL, "version": version, "bento_model": tag,
@@ -479,7 +484,27 @@ def parse_wrk(out: str) -> dict:
     res["socket_errors"] = sum(map(int, m.groups())) if m else 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["non_2xx"] = int(m.group(1)) if m else 0
+    # wrk counts every answer in Requests/sec, 503s too: the rate served is the 2xx only (its latency
+    # percentiles still include the fast refusals; the errors column says how many there were)
+    res["requests_per_s"] = round((res["requests"] - res["non_2xx"]) / res["elapsed_s"], 2) if res["elapsed_s"] else 0.0
+    res["requests"] -= res["non_2xx"]
     return res
+
+
+def install_wrk() -> None:
+    """``--loadgen wrk`` on a machine without wrk: Debian's package (wrk 4.1.0), as
+    deploy/local/services.sh installs it; a clear stop where apt-get cannot."""
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise SystemExit("--loadgen wrk: wrk is not on the PATH; install it (Debian: apt-get install -y wrk, or "
+                         "bash deploy/local/services.sh up) or run with --loadgen python")
+    log("--loadgen wrk: wrk is not installed; installing Debian's package: apt-get install -y wrk ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", "wrk"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "wrk"]):
+        if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0 and shutil.which("wrk"):
+            return
+    if shutil.which("wrk") is None:
+        raise SystemExit("--loadgen wrk: apt-get could not install wrk; run with --loadgen python")
 
 
 def run_wrk(url: str, body_file: Path, auth: str, lua: Path, args, seconds: float) -> dict:
@@ -506,13 +531,13 @@ def median_ms(fn, n: int) -> float:
 def ceiling(records: list[dict], batch_size: int) -> dict:
     """Records/s of the model alone on one thread: ``predict_proba`` on a ready frame of
     ``batch_size`` records, and the same with the frame built from records (serving.predictor)."""
-    from serving.predictor import ModelSlot, predict_batch
+    from serving.predictor import ModelSlot, predict_rows, rows_of
 
     slot = ModelSlot(MODEL, reload_seconds=3600)  # n_jobs=1 and one BLAS/OpenMP thread, as served
-    batch = (records * (batch_size // len(records) + 1))[:batch_size]
+    batch = json.loads(json.dumps((records * (batch_size // len(records) + 1))[:batch_size]))  # as parsed
     frame = slot.frame(batch)
     model_ms = median_ms(lambda: slot.model.predict_proba(frame), 15)
-    served_ms = median_ms(lambda: predict_batch(slot, batch), 15)
+    served_ms = median_ms(lambda: predict_rows(slot, rows_of(batch, slot.columns, slot.types)), 15)
     single_ms = median_ms(lambda: slot.model.predict_proba(frame.head(1)), 30)
     return {"batch_records": batch_size, "predict_proba_ms": model_ms,
             "records_per_s": round(batch_size / model_ms * 1000, 1),
@@ -527,7 +552,7 @@ def breakdown(bodies: dict[str, list[bytes]], secret: str, token: str) -> dict:
     os.environ["SERVING_JWT_SECRET"] = secret
     from serving import contract
     from serving.auth import authorise
-    from serving.predictor import ModelSlot, merge_batch, predict_batch
+    from serving.predictor import ModelSlot, answer, key_of, predict_rows, rows_of
 
     stored, columns, types, _tag, _version = load_pipeline(single_thread=False)
     numeric = {c: "float64" for c, kind in types.items() if kind in ("double", "float", "long", "integer")}
@@ -539,8 +564,10 @@ def breakdown(bodies: dict[str, list[bytes]], secret: str, token: str) -> dict:
         raw = bodies[case][0]
         records = json.loads(raw)["records"]
         frame = pd.DataFrame.from_records(records, columns=columns).astype(numeric)
-        items = predict_batch(slot, records)
-        response = merge_batch(items)
+        parsed = contract.parse_predict(raw, "application/json", specs)
+        rows = rows_of(parsed.records, slot.columns, slot.types, numbers=parsed.rows)
+        scored = predict_rows(slot, rows)
+        response = answer(scored, slot.abouts[key_of(scored, MODEL)])
         n = 30 if size > 1 else 60
         out[case] = {
             "json_parse_request": median_ms(lambda raw=raw: json.loads(raw), 100),
@@ -550,9 +577,12 @@ def breakdown(bodies: dict[str, list[bytes]], secret: str, token: str) -> dict:
             "frame_platform_validated": median_ms(lambda r=records: slot.frame(r), 50),
             f"predict_proba_n_jobs_{n_jobs}": median_ms(lambda f=frame: stored.predict_proba(f), n),
             "predict_proba_n_jobs_1": median_ms(lambda f=frame: slot.model.predict_proba(f), n),
-            "runner_predict_batch": median_ms(lambda r=records: predict_batch(slot, r), n),
-            "merge_batch": median_ms(lambda i=items: merge_batch(i), 100),
+            "runner_input_rows_of": median_ms(
+                lambda p=parsed: rows_of(p.records, slot.columns, slot.types, numbers=p.rows), 100),
+            "runner_predict_rows": median_ms(lambda r=rows: predict_rows(slot, r), n),
+            "answer_from_rows": median_ms(lambda o=scored: answer(o, slot.abouts[key_of(o, MODEL)]), 100),
             "json_encode_response": median_ms(lambda r=response: json.dumps(r), 100),
+            "json_encode_response_fast": median_ms(lambda r=response: contract.FastJSONResponse(r).body, 100),
             "response_bytes": len(json.dumps(response)),
             "request_bytes": len(raw),
         }
@@ -593,7 +623,7 @@ def main() -> None:
     from serving.batching import MAX_BATCH_SIZE
 
     if args.loadgen == "wrk" and shutil.which("wrk") is None:
-        raise SystemExit("--loadgen wrk: wrk is not on the PATH (Debian: apt-get install wrk)")
+        install_wrk()
     loadgen = "wrk" if args.loadgen == "wrk" else "python (aiohttp, closed loop)"
     workdir = Path(tempfile.mkdtemp(prefix="bench_serving-"))
     records = feature_records()

@@ -20,3 +20,17 @@ def test_boolean_labels_are_labels_not_numbers():
 
 def test_regression_values_have_no_probability():
     assert logged_prediction(42.5, None) == {"prediction": 42.5, "label": "42.5", "probability": None}
+
+
+def test_the_log_queue_keeps_the_newest_rows_and_counts_the_dropped():
+    from serving.prediction_log import DROPPED, PredictionLog
+
+    log = PredictionLog(lambda: None, interval_seconds=3600, max_rows=5)
+    before = DROPPED._value.get()
+    log.add("m", "1", [0, 1, 0], [{"0": 0.9, "1": 0.1}, {"0": 0.2, "1": 0.8}, {"0": 0.7, "1": 0.3}], None)
+    log.add("m", "1", [1, 1, 0, 1], [{"0": 0.4, "1": 0.6}] * 4, ["a", "b", "c", "d"])
+    assert log.pending == 5 and DROPPED._value.get() - before == 2
+    rows = log.rows(log._chunks)
+    assert [r["label"] for r in rows] == ["0", "1", "1", "0", "1"]  # the two oldest dropped, order kept
+    assert [r["machine_id"] for r in rows] == [None, "a", "b", "c", "d"]
+    assert rows[0]["probability"] == 0.3 and str(rows[0]["predicted_at"].tz) == "UTC"

@@ -46,3 +46,25 @@ def test_text_and_missing_fields_keep_their_messages():
         _parse([{**GOOD, "model": 3}])
     with pytest.raises(contract.RequestError, match=r"records\[0\]: missing field\(s\) count for model m"):
         _parse([{"temperature": 1.0, "model": "A"}])
+
+
+def test_numeric_features_come_back_as_the_float_matrix_the_runner_takes():
+    spec = contract.FeatureSpec(("temperature", "count"), ("double", "long"))
+    body = json.dumps({"model": "m", "records": [{"temperature": 61.5, "count": 3, "x": "ignored"},
+                                                {"temperature": None, "count": -2}]}).encode()
+    parsed = contract.parse_predict(body, "application/json", {"m": spec})
+    assert parsed.rows.dtype == "float64" and parsed.rows.shape == (2, 2)
+    assert parsed.rows[0].tolist() == [61.5, 3.0] and parsed.rows[1, 1] == -2.0 and parsed.rows[1, 0] != parsed.rows[1, 0]
+    assert _parse([GOOD]).rows.tolist() == [[61.5, 3.0]]  # the numeric features only; text is checked per record
+
+
+@pytest.mark.parametrize("body", [b'{"model": "m", "records": [', b"\xff\xfe", b"[1, 2,]"])
+def test_bodies_that_are_not_json_are_refused_with_json_s_own_words(body):
+    with pytest.raises(contract.RequestError) as err:
+        contract.parse_predict(body, "application/json", {"m": SPEC})
+    assert err.value.status == 400 and err.value.message.startswith("body is not valid JSON: ")
+
+
+def test_the_fast_response_renders_the_same_json():
+    content = {"model": "m", "predictions": [1, "a", True], "probabilities": [{"0": 0.1, "1": 0.9}], "version": None}
+    assert json.loads(contract.FastJSONResponse(content).body) == content
