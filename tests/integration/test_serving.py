@@ -6,8 +6,10 @@ store); the server runs on a free port with a signing secret of the test's own.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +250,35 @@ def test_train_launches_ml_pipeline_in_dagster_and_reports_its_status(server, da
         client.delete_registered_model(m.name)
     unknown = requests.get(f"{server.url}/train/not-a-run", headers=server.token("train"), timeout=30)
     assert unknown.status_code == 404
+
+
+def _curl(*args: str) -> tuple[int, dict, dict]:
+    """curl as a user runs it: status, headers (lower-case names) and the JSON body."""
+    curl = shutil.which("curl")
+    assert curl, "curl is not installed: `bash deploy/local/services.sh install` installs it"
+    done = subprocess.run([curl, "-sS", "-D", "-", "--max-time", "30", *args], check=False, capture_output=True,
+                          text=True, timeout=40)
+    assert done.returncode == 0, done.stderr
+    head, _, body = done.stdout.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, json.loads(body or "null")
+
+
+def test_curl_sees_what_the_published_contract_says(server, records):
+    """Through curl, not our client: a prediction, a malformed body and a missing token, each answered
+    as the OpenAPI document declares (JSON bodies, the one error schema, a Bearer challenge)."""
+    token = server.token("predict")["Authorization"]
+    body = json.dumps({"model": CLS, "records": records[:3]})
+    status, headers, answer = _curl("-H", f"Authorization: {token}", "-H", "Content-Type: application/json",
+                                    "--data-binary", body, f"{server.url}/predict")
+    assert status == 200 and headers["content-type"].startswith("application/json"), answer
+    assert len(answer["predictions"]) == 3 and answer["model"] == CLS
+
+    status, _, error = _curl("-H", f"Authorization: {token}", "-H", "Content-Type: application/json",
+                             "--data-binary", '{"model": "' + CLS + '", "records": [', f"{server.url}/predict")
+    assert status == 400 and isinstance(error["error"], str) and error["error"], error
+
+    status, headers, error = _curl("-H", "Content-Type: application/json", "--data-binary", body,
+                                   f"{server.url}/predict")
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer") and error["error"]
