@@ -6,12 +6,22 @@ high watermarks, and asks for a run covering the difference when the backlog is 
 (``min_messages``) or has waited long enough (``max_wait_seconds``).
 
 The partitions are split into ``parallelism`` disjoint shards (partition % parallelism: stable, and a
-partition added to the topic joins a shard without moving the others). Each shard has one batch in
-flight at a time, so a partition's batches land in offset order, N shards run in parallel (N pods on
-Kubernetes), and while a batch runs its shard's backlog grows and the next batch is bigger, which
+partition added to the topic joins a shard without moving the others). Each shard makes one batch
+durable at a time, so a partition's batches land in offset order, N shards run in parallel (N pods
+on Kubernetes), and while a batch runs its shard's backlog grows and the next batch is bigger, which
 amortises the per-run overhead under load. A shard is busy while any in-flight run of the stream
 covers one of its partitions, and failed runs are retried before anything new is planned, so a
 change of parallelism never lets two runs read one partition.
+
+Latency (README, "Micro-batch latency"): a run costs seconds before its batch starts (a fresh
+process importing the code location, loading the champion), so after a shard's first batch its
+batches are **standby runs**: requested with no ranges, up to ``STANDBY_DEPTH`` (2) per shard in
+flight, each warms up while the batch before it works, then takes the shard's lock (the one the
+continuous consumers hold) and the shard's whole backlog at that moment, named in an intent as
+every batch is. A standby run that fails after naming its ranges is redone exactly from that
+intent. A small backlog is requested at the last tick before it would have waited
+``max_wait_seconds`` (the daemon evaluates sensors every 5 s at best), and runs are launched
+without the run queue (jobs/run_coordinator.py).
 
 A failed (or canceled) run's ranges are requested again, unchanged, under a new run key
 (``...#retry-N``), so a failed range is retried, never skipped, and never split differently (its lake
@@ -26,11 +36,13 @@ previous run>``, so a consumer that died or was stopped is replaced at the next 
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import dagster as dg
 
+from jobs.run_coordinator import SKIP_QUEUE_TAG
 from platform_assets.streaming.assets import MODE_TAG, group_id, topic_key
 from platform_assets.streaming.config import StreamConfig
 from resources.kafka import KafkaResource, OffsetRange, TopicNotFound
@@ -41,11 +53,19 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 RETRIED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 SHARD_TAG, PARALLELISM_TAG = "stream/shard", "stream/parallelism"
+# A standby run takes its shard's backlog when its turn comes (its ranges are not in its config).
+STANDBY_TAG = "stream/standby"
+# Runs of one shard in flight at most in micro-batch mode: one making its batch durable, one
+# standing by (started, warmed up, waiting for the shard's lock).
+STANDBY_DEPTH = 2
 # A consumer logs an event at least every 10 s (batches, lag observations). A STARTED run silent for
 # longer than this lost its process without Dagster noticing (e.g. its code server died with the
 # daemon): the sensor marks it failed and replaces it. (A run process that dies under a living code
 # server, even by SIGKILL, is marked failed by the code server itself.)
 SILENT_AFTER_S = 90.0
+# The time to the next tick is estimated as the time since the last one (the cursor keeps it),
+# at most this: after a long pause (daemon restarted) the next tick is about as far as usual.
+MAX_TICK_S = 30.0
 
 
 class PastRun(NamedTuple):
@@ -58,10 +78,15 @@ class PastRun(NamedTuple):
 
 class ShardPlan(NamedTuple):
     shard: int
-    ranges: list[OffsetRange]  # empty: nothing requested this tick (see reason)
+    ranges: list[OffsetRange]  # empty: nothing requested this tick (see reason), or a standby run
     attempt: int  # 0: a new batch; n: the n-th retry of a failed one
     reason: str | None  # why nothing was requested
     backlog_since: float | None
+    standby: bool = False  # request a standby run: it takes the shard's backlog when its turn comes
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.ranges) or self.standby
 
 
 def shard_of(partition: int, parallelism: int) -> int:
@@ -123,24 +148,65 @@ def pending_retries(durable: dict[int, int], starts: dict[int, int], recent: Seq
     return list(pending.values())
 
 
+def due(stream: StreamConfig, backlog: int, waited: float, next_tick_s: float) -> bool:
+    """Whether a backlog is requested now: ``min_messages`` reached, or its oldest message would
+    have waited past ``max_wait_seconds`` by the next tick (``next_tick_s`` away: Dagster's sensor
+    loop comes round every 5 s at best, so waiting for a tick past the deadline costs a whole tick)."""
+    return backlog >= stream.trigger.min_messages or waited + next_tick_s >= stream.trigger.max_wait_seconds
+
+
+def _pending_beyond(parts: Sequence[int], marks: dict[int, tuple[int, int]], in_flight: Sequence[PastRun]) -> bool:
+    """Whether messages arrived past the ranges in flight on these partitions (they wait meanwhile)."""
+    ends: dict[int, int] = {}
+    for run in in_flight:
+        for r in run.ranges:
+            ends[r.partition] = max(ends.get(r.partition, r.end), r.end)
+    return any(p in ends and marks[p][1] > ends[p] for p in parts)
+
+
 def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]],
                 origin: dict[int, int], in_flight: Sequence[PastRun], recent: Sequence[PastRun],
                 attempts: Callable[[Sequence[OffsetRange]], int], now: float,
-                backlog_since: dict[int, float | None]) -> list[ShardPlan]:
+                backlog_since: dict[int, float | None], next_tick_s: float = 0.0,
+                standby: Sequence[tuple[int, int]] = (), standby_depth: int = 0) -> list[ShardPlan]:
     """Per shard: wait for its in-flight run, retry its failed run unchanged, or plan a new batch.
 
     ``in_flight``: every unfinished run of the stream; ``recent``: finished runs, newest first.
     Retries are decided first, for the whole topic, and every partition they (or in-flight runs)
     cover is blocked before any new batch is planned, so no tick ever asks two runs to read one
     offset, whatever the parallelism was when the failed run started.
+    A backlog's wait is counted from the first tick that saw it, also while its shard's run was
+    in flight (so the next batch is requested as soon as that run is done when it is due).
+
+    Standby runs (``standby_depth`` > 0; ``standby``: (shard, parallelism) of each one in flight):
+    when nothing is to be retried on a shard and it has had a batch, the shard's batch is a
+    standby run, and up to ``standby_depth`` of them may be in flight: the next one
+    starts and warms up while the previous one works, then takes the shard's lock and its whole
+    backlog (or redoes an intent left by a failed run, exactly). Ranged runs and retries never
+    start on a shard while a standby run is in flight there, nor the other way round.
     Pure, so the exactly-once rules are unit-tested without Dagster or Kafka.
     """
     blocked = {p: f"batch in flight: run {r.run_id}" for r in in_flight for p in (x.partition for x in r.ranges)}
+    standing = Counter()
+    for shard, parallelism in standby:
+        if parallelism == stream.parallelism:
+            standing[shard] += 1
+        else:  # a standby of another parallelism may take any of its old shard's partitions
+            for p in marks:
+                if shard_of(p, parallelism) == shard:
+                    blocked.setdefault(p, f"standby run of parallelism {parallelism} in flight")
+    # Retries wait for standby runs too (a standby redoes an intent on its shard itself).
+    busy = {**{p: f"{standing[shard_of(p, stream.parallelism)]} standby run(s) in flight" for p in marks
+               if standing[shard_of(p, stream.parallelism)]}, **blocked}
     retry_of_shard: dict[int, tuple[PastRun, int]] = {}
     for run in pending_retries(durable, start_offsets(durable, marks, origin), recent):
         parts = [x.partition for x in run.ranges]
         shard = shard_of(parts[0], stream.parallelism)
-        waiting = sorted({blocked[p] for p in parts if p in blocked})
+        if standby_depth and all(standing[shard_of(p, stream.parallelism)] for p in parts):
+            # A standby run in flight on its shard redoes it: an intent exactly, a range that failed
+            # before its intent left no files. (It may be that run's own intent, not yet recorded.)
+            continue
+        waiting = sorted({busy[p] for p in parts if p in busy})
         if waiting or shard in retry_of_shard:
             reason = f"ranges {ranges_text(run.ranges)} wait to be retried ({'; '.join(waiting) or 'next tick'})"
         elif (n := attempts(run.ranges)) >= MAX_ATTEMPTS:
@@ -161,19 +227,42 @@ def plan_shards(stream: StreamConfig, durable: dict[int, int], marks: dict[int, 
             continue
         reasons = sorted({blocked[p] for p in parts if p in blocked})
         if reasons:
-            plans.append(ShardPlan(shard, [], 0, "; ".join(reasons), since))
+            waiting_since = (since or now) if _pending_beyond(parts, marks, in_flight) else since
+            plans.append(ShardPlan(shard, [], 0, "; ".join(reasons), waiting_since))
             continue
         ranges = plan_ranges(stream, durable, {p: marks[p] for p in parts}, origin)
         if not ranges:
             plans.append(ShardPlan(shard, [], 0, "no backlog", None))
             continue
         since = since or now
+        if standing[shard] >= standby_depth > 0:
+            plans.append(ShardPlan(shard, [], 0, f"{standing[shard]} runs in flight (at most {standby_depth})", since))
+            continue
         backlog = sum(r.end - r.start for r in ranges)
-        if backlog < stream.trigger.min_messages and now - since < stream.trigger.max_wait_seconds:
+        if not due(stream, backlog, now - since, next_tick_s):
             plans.append(ShardPlan(shard, [], 0, f"{backlog} messages waiting for {now - since:.1f} s", since))
             continue
-        plans.append(ShardPlan(shard, ranges, 0, None, None))
+        # A shard's first batch, and any batch while a partition must start at an origin of the
+        # cursor (a new stream reading from the latest offsets), is planned here; later ones are
+        # standby runs (a partition without a durable end, e.g. added to the topic, starts at its
+        # low watermark in both).
+        if standby_depth and any(p in durable for p in parts) and all(p in durable or p not in origin for p in parts):
+            plans.append(ShardPlan(shard, [], 0, None, None, standby=True))
+        elif standing[shard]:
+            plans.append(ShardPlan(shard, [], 0, f"{standing[shard]} standby run(s) in flight", since))
+        else:
+            plans.append(ShardPlan(shard, ranges, 0, None, None))
     return plans
+
+
+def standby_ranges(stream: StreamConfig, durable: dict[int, int], marks: dict[int, tuple[int, int]],
+                   pending: Sequence[OffsetRange]) -> list[OffsetRange]:
+    """What a standby run takes when its turn comes (its shard's lock held): the ranges an intent
+    named and nothing recorded, exactly (a failed run's, so its lake files are replaced, never
+    doubled), else everything from the durable ends to the watermarks, capped per batch."""
+    if pending:
+        return sorted(pending)
+    return plan_ranges(stream, durable, marks, origin={})
 
 
 def restart_delay(consecutive_failures: int) -> float:
@@ -222,12 +311,25 @@ def _run_request(name: str, job_name: str, asset_name: str, plan: ShardPlan, par
         run_key=key + (f"#retry-{plan.attempt}" if plan.attempt else ""),
         job_name=job_name,
         run_config={"ops": {asset_name: {"config": {"ranges": [r._asdict() for r in plan.ranges]}}}},
-        tags={"stream": name, SHARD_TAG: str(plan.shard), PARALLELISM_TAG: str(parallelism),
+        # Launched at once, not queued (jobs/run_coordinator.py; the instance's run coordinator).
+        tags={"stream": name, SKIP_QUEUE_TAG: "true", SHARD_TAG: str(plan.shard), PARALLELISM_TAG: str(parallelism),
               "stream/ranges": range_tag(plan.ranges),
               "stream/messages": str(sum(r.end - r.start for r in plan.ranges)),
               # Where each partition's range starts: finds a partition's last run however old it is.
               **{start_tag(r.partition): str(r.start) for r in plan.ranges}},
     )
+
+
+def _standby_request(name: str, job_name: str, asset_name: str, shard: int, parallelism: int,
+                     now: float) -> dg.RunRequest:
+    """A standby run: its ranges are taken when its turn comes and named in an intent then (a failed
+    one is redone from that intent), so its key only has to be new."""
+    where = name if parallelism == 1 else f"{name}/shard-{shard}"
+    return dg.RunRequest(
+        run_key=f"{where}:standby@{now:.3f}", job_name=job_name,
+        run_config={"ops": {asset_name: {"config": {"ranges": [], "shard": shard, "parallelism": parallelism}}}},
+        tags={"stream": name, SKIP_QUEUE_TAG: "true", STANDBY_TAG: "true", SHARD_TAG: str(shard),
+              PARALLELISM_TAG: str(parallelism)})
 
 
 def start_tag(partition: int) -> str:
@@ -254,14 +356,20 @@ def _lost(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return True
 
 
-def _load_cursor(raw: str | None) -> tuple[dict[int, float | None], dict[int, int] | None]:
+def _load_cursor(raw: str | None) -> tuple[dict[int, float | None], dict[int, int] | None, float | None]:
+    """(backlog since per shard, origin per partition, time of the last tick) from the cursor."""
     cursor = json.loads(raw) if raw else {}
     since = cursor.get("backlog_since")
     if not isinstance(since, dict):  # the cursor of the one-shard sensor: a timestamp or null
         since = {"0": since}
     origin = cursor.get("origin")
     return ({int(s): t for s, t in since.items()},
-            {int(p): o for p, o in origin.items()} if origin is not None else None)
+            {int(p): o for p, o in origin.items()} if origin is not None else None, cursor.get("tick"))
+
+
+def next_tick_estimate(now: float, last_tick: float | None) -> float:
+    """Seconds to the next tick, guessed from the last interval (0 when unknown: never early)."""
+    return 0.0 if last_tick is None or now < last_tick else min(now - last_tick, MAX_TICK_S)
 
 
 def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_name: str,
@@ -325,7 +433,7 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, stream_store: StreamStore):
         if stream.mode == "continuous":
             return _supervise(context, kafka, stream_store)
-        backlog_since, origin = _load_cursor(context.cursor)
+        backlog_since, origin, last_tick = _load_cursor(context.cursor)
         now = time.time()
         try:
             marks = kafka.watermarks(stream.topic)
@@ -346,7 +454,9 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
             return dg.SensorResult(skip_reason=f"continuous consumer run(s) {consumers} still running (the stream "
                                                "is in micro_batch mode now): terminate them from the UI",
                                    asset_events=[observation], cursor=context.cursor)
-        in_flight = [_past(r, asset_name) for r in runs_in_flight]
+        in_flight = [_past(r, asset_name) for r in runs_in_flight if r.tags.get(STANDBY_TAG) != "true"]
+        standby = [(int(r.tags[SHARD_TAG]), int(r.tags[PARALLELISM_TAG])) for r in runs_in_flight
+                   if r.tags.get(STANDBY_TAG) == "true"]
         # The finished runs that decide retries: per partition, those whose range started where the
         # partition's next batch starts (by tag, so a failure is found however many runs came since),
         # plus the latest few; newest first.
@@ -370,10 +480,12 @@ def build_stream_sensor(name: str, stream: StreamConfig, job_name: str, asset_na
             return len(context.instance.get_run_ids(dg.RunsFilter(
                 tags={"stream": name, "stream/ranges": range_tag(ranges)})))
 
-        plans = plan_shards(stream, durable, marks, origin, in_flight, recent, attempts, now, backlog_since)
-        cursor = json.dumps({"backlog_since": {str(p.shard): p.backlog_since for p in plans},
+        plans = plan_shards(stream, durable, marks, origin, in_flight, recent, attempts, now, backlog_since,
+                            next_tick_estimate(now, last_tick), standby, STANDBY_DEPTH)
+        cursor = json.dumps({"backlog_since": {str(p.shard): p.backlog_since for p in plans}, "tick": now,
                              **({"origin": {str(p): o for p, o in origin.items()}} if origin else {})})
-        requests = [_run_request(name, job_name, asset_name, p, n) for p in plans if p.ranges]
+        requests = [_standby_request(name, job_name, asset_name, p.shard, n, now) if p.standby
+                    else _run_request(name, job_name, asset_name, p, n) for p in plans if p.requested]
         if requests:
             return dg.SensorResult(run_requests=requests, asset_events=[observation], cursor=cursor)
         reasons = {p.reason for p in plans}

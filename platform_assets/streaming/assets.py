@@ -4,7 +4,9 @@ One step rather than a chain because the order of writes is the exactly-once pro
 (platform_assets/streaming/batch.py) and a step costs seconds of latency. The stream's ``mode``
 chooses its body:
 
-- ``micro_batch``: one run per batch; the sensor passes the exact offset ranges in the run config;
+- ``micro_batch``: one run per batch; the sensor passes the exact offset ranges in the run config,
+  or (a standby run, sensors/kafka_streams.py) the run warms up, waits for its shard's lock and
+  takes the shard's backlog then;
 - ``continuous``: one long-running run per shard (platform_assets/streaming/continuous.py) that
   makes a durable batch every ``max_wait`` seconds or ``max_messages`` messages and reports each
   one as a materialisation of these assets.
@@ -38,7 +40,15 @@ class RangeConfig(dg.Config):
 
 
 class MicroBatchConfig(dg.Config):
-    ranges: list[RangeConfig] = Field(description="offset ranges to ingest, one per partition")
+    ranges: list[RangeConfig] = Field(default_factory=list, description="offset ranges to ingest, one per "
+                                      "partition; none: a standby run, which takes its shard's backlog when its turn comes")
+    shard: int = Field(default=0, ge=0, description="standby: its partitions are those with p % parallelism == shard")
+    parallelism: int = Field(default=1, gt=0)
+
+
+# How long a standby run waits for its shard's lock (the batch before it) before it gives up (it
+# has named nothing yet, so nothing is redone; the sensor starts another).
+TURN_WAIT_S = 300.0
 
 
 class ConsumerConfig(dg.Config):
@@ -91,9 +101,10 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
     }
     kinds = {"lake": {"parquet"}, "dead_letters": {"postgres"}, "windows": {"postgres"}, "alerts": {"postgres", "kafka"},
              "predictions": {"postgres", "kafka", "redis"}}
+    # Skippable in micro-batch mode: a standby run that finds no backlog materialises nothing.
     specs = [
         dg.AssetSpec(key, deps=[topic] if part == "lake" else [keys["lake"]], group_name="streaming",
-                     description=descriptions[part], kinds=kinds[part])
+                     description=descriptions[part], kinds=kinds[part], skippable=stream.mode != "continuous")
         for part, key in keys.items()
     ]
     if stream.mode == "continuous":
@@ -108,20 +119,42 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
     def _micro_batch(context: dg.AssetExecutionContext, config: MicroBatchConfig, kafka: KafkaResource,
                      lake: LakeResource, stream_store: StreamStore, mlflow: MlflowResource,
                      online_store: OnlineStoreResource):
-        ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-        durable = stream_store.durable_ends(stream.topic)
-        gaps = {r.partition: (durable.get(r.partition), r.start) for r in ranges
-                if durable.get(r.partition) is not None and durable[r.partition] != r.start}
-        if gaps:
-            raise dg.Failure(f"stream {name}: requested ranges do not continue the durable offsets "
-                             f"(partition: (durable end, requested start)) {gaps}", allow_retries=False)
+        predictor = stream_predictor(target, kafka=kafka, lake=lake, stream_store=stream_store,
+                                     mlflow=mlflow, online_store=online_store, log=context.log)
 
-        messages = kafka.read_ranges(stream.topic, ranges)
-        batch = process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
-                              commit=lambda offsets: kafka.commit(group_id(name), stream.topic, offsets),
-                              run_id=context.run_id,
-                              predictor=stream_predictor(target, kafka=kafka, lake=lake, stream_store=stream_store,
-                                                         mlflow=mlflow, online_store=online_store, log=context.log))
+        def ingest(ranges: list[OffsetRange]):
+            messages = kafka.read_ranges(stream.topic, ranges)
+            return process_batch(target, messages, ranges, kafka=kafka, lake=lake, stream_store=stream_store,
+                                 commit=lambda offsets: kafka.commit(group_id(name), stream.topic, offsets),
+                                 run_id=context.run_id, predictor=predictor)
+
+        if config.ranges:  # planned by the sensor (a first batch, or a failed batch retried unchanged)
+            ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+            durable = stream_store.durable_ends(stream.topic)
+            gaps = {r.partition: (durable.get(r.partition), r.start) for r in ranges
+                    if durable.get(r.partition) is not None and durable[r.partition] != r.start}
+            if gaps:
+                raise dg.Failure(f"stream {name}: requested ranges do not continue the durable offsets "
+                                 f"(partition: (durable end, requested start)) {gaps}", allow_retries=False)
+            batch = ingest(ranges)
+        else:  # a standby run: warm up while the shard's batch before it works, then take the backlog
+            warm_up(predictor, context.log)
+            parts = [p for p in kafka.watermarks(stream.topic) if p % config.parallelism == config.shard]
+            with stream_store.partitions_lock(stream.topic, parts, wait_seconds=TURN_WAIT_S):
+                from sensors.kafka_streams import standby_ranges  # the sensor's own planning rules
+
+                durable = stream_store.durable_ends(stream.topic)
+                marks = {p: m for p, m in kafka.watermarks(stream.topic).items() if p in parts}
+                ranges = standby_ranges(stream, durable, marks, stream_store.pending_intents(stream.topic, parts))
+                batch = ingest(ranges) if ranges else None
+            if batch is None:
+                context.log.info(f"stream {name}: shard {config.shard}/{config.parallelism} had no backlog "
+                                 "when this standby run's turn came: nothing to do")
+                yield dg.AssetCheckResult(check_name="ranges_contiguous", asset_key=keys["lake"], passed=True,
+                                          metadata={"messages": 0})
+                yield dg.AssetCheckResult(check_name="dead_letter_rate", asset_key=keys["lake"], passed=True,
+                                          severity=dg.AssetCheckSeverity.WARN, metadata={"messages": 0})
+                return
         for part, metadata in batch_metadata(target, batch, lake).items():
             yield dg.MaterializeResult(asset_key=keys[part], metadata=metadata)
         yield dg.AssetCheckResult(check_name="ranges_contiguous", asset_key=keys["lake"], passed=True,
@@ -133,6 +166,18 @@ def build_stream_assets(name: str, stream: StreamConfig, sources: Catalogue, str
                          f"{len(batch.files)} files")
 
     return _micro_batch
+
+
+def warm_up(predictor: StreamPredictor | None, log) -> None:
+    """Load the champion and the lake context before the run's turn (seconds in a fresh process),
+    so a standby run's batch does not wait for them. A failure is the batch's to report."""
+    if predictor is None:
+        return
+    try:
+        predictor.current_champion()
+        predictor.context()
+    except Exception as exc:  # noqa: BLE001 (prepare loads them again and fails or degrades as usual)
+        log.warning(f"warm-up before the batch failed ({type(exc).__name__}: {exc}); the batch tries again")
 
 
 def _continuous_asset(target: StreamTarget, specs: list[dg.AssetSpec]):

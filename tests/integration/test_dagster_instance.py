@@ -6,13 +6,16 @@ dagster.yaml the demo uses, so what is asserted here is what `make demo` runs on
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from jobs.run_coordinator import SKIP_QUEUE_TAG
 from platform_assets.settings import PROJECT_ROOT
 from tests.integration.conftest import own_dagster_home, pg_connect
 from tests.integration.pooled_job import MARKS_ENV, POOL
@@ -110,3 +113,35 @@ def test_pool_limit_serialises_steps_across_processes(pg_home, tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.event_log_storage.set_concurrency_slots(POOL, 2)
     assert _overlap_seconds(home, tmp_path / "marks") > 0
+
+
+# -- the run queue: micro-batches skip it, everything else waits in it -----------------------------
+def test_micro_batches_skip_the_run_queue_and_other_runs_wait_in_it(pg_home):
+    """`dagster job launch` submits through the instance's run coordinator. No daemon runs here, so
+    a queued run stays QUEUED; a run tagged like the stream sensor's micro-batches is launched at
+    once and finishes."""
+    home, _ = pg_home
+
+    def launch(tags: dict) -> None:
+        proc = subprocess.run(
+            [str(Path(PROJECT_ROOT, ".venv", "bin", "dagster")), "job", "launch", "-m", "tests.integration.queue_job",
+             "-j", "quick", "--tags", json.dumps(tags)],
+            cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True,
+            timeout=180, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_coordinator).__name__ == "StreamFirstRunCoordinator"
+        launch({SKIP_QUEUE_TAG: "true", "case": "micro-batch"})
+        launch({"case": "other"})
+        deadline = time.monotonic() + 120
+        while True:
+            runs = {r.tags["case"]: r for r in instance.get_runs(dg.RunsFilter(job_name="quick"))}
+            if runs["micro-batch"].status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE):
+                break
+            assert time.monotonic() < deadline, f"the tagged run never finished: {runs['micro-batch'].status}"
+            time.sleep(0.5)
+        assert runs["micro-batch"].status == dg.DagsterRunStatus.SUCCESS
+        assert runs["other"].status == dg.DagsterRunStatus.QUEUED
+        # The queue still applies its limits (concurrency: in deploy/local/dagster.yaml) to queued runs.
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 3

@@ -7,6 +7,7 @@ warehouse database of the integration session, and drives the real sensor and th
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 
@@ -19,6 +20,7 @@ from platform_assets.streaming.config import load_streams
 from platform_assets.streaming.topics import ensure_topics
 from resources.kafka import OffsetRange
 from resources.stream_store import StreamStore
+from sensors.kafka_streams import STANDBY_TAG
 from tests.integration.streaming_harness import (
     STREAM,
     Harness,
@@ -148,3 +150,80 @@ def test_missing_topic_gives_a_clear_skip(platform):
     h = Harness(streams)
     result = h.tick()
     assert not result.run_requests and "does not exist" in result.skip_message
+
+
+# -- standby runs: the shard's backlog taken when the run's turn comes -----------------------------
+def _batches(h) -> pd.DataFrame:
+    return h.resources["warehouse"].query(
+        "SELECT partition, start_offset, end_offset, run_id FROM streaming.batches WHERE topic = %s "
+        "ORDER BY partition, start_offset", (h.topic(),))
+
+
+def test_a_standby_run_waits_for_its_turn_then_takes_the_whole_backlog(harness, platform):
+    from tests.integration.streaming_harness import assert_exactly_once
+
+    send(harness, 300)
+    first = harness.next_request()
+    assert first.run_config["ops"][harness.asset_names[STREAM]]["config"]["ranges"]  # a first batch: planned
+    assert harness.execute(first).success
+    send(harness, 200, seed=2)
+    standby = harness.next_request()
+    assert standby.tags[STANDBY_TAG] == "true"
+    assert standby.run_config["ops"][harness.asset_names[STREAM]]["config"]["ranges"] == []
+    send(harness, 100, seed=3)  # arrives after the request, before the run's turn: taken too
+
+    # The batch before it still holds the shard (its lock): the standby run waits, then goes.
+    store = StreamStore(warehouse=harness.resources["warehouse"])
+    partitions = list(harness.kafka.watermarks(harness.topic()))
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store.partitions_lock(harness.topic(), partitions):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(30)
+    threading.Timer(2.0, release.set).start()
+    started = time.monotonic()
+    result = harness.execute(standby)
+    holder.join()
+    assert result.success and time.monotonic() - started >= 2.0
+    batches = _batches(harness)
+    taken = batches[batches["run_id"] == result.run_id]
+    assert int((taken["end_offset"] - taken["start_offset"]).sum()) == 300  # 200 + the 100 sent later
+    assert_exactly_once(harness)
+
+    # Nothing left when a standby run's turn comes: it succeeds and records nothing.
+    send(harness, 50, seed=4)
+    late = harness.next_request()
+    assert harness.execute(late).success
+    before = len(_batches(harness))
+    idle = harness.execute(late)
+    assert idle.success and len(_batches(harness)) == before and not idle.get_asset_materialization_events()
+    assert_exactly_once(harness)
+
+
+def test_a_standby_run_that_failed_after_naming_its_ranges_is_redone_exactly(harness, platform, monkeypatch):
+    from tests.integration.streaming_harness import assert_exactly_once
+
+    send(harness, 300)
+    assert harness.execute(harness.next_request()).success
+    send(harness, 400, malformed=0.02, seed=2)
+    standby = harness.next_request()
+    with monkeypatch.context() as patch:
+        patch.setattr(StreamStore, "record_batch", lambda self, **kw: (_ for _ in ()).throw(RuntimeError("injected")))
+        failed = harness.execute(standby)
+    assert not failed.success and "injected" in _failure(failed)
+    named = StreamStore(warehouse=harness.resources["warehouse"]).pending_intents(
+        harness.topic(), list(harness.kafka.watermarks(harness.topic())))
+    assert sum(r.end - r.start for r in named) == 400
+
+    send(harness, 100, seed=3)  # more arrives: the redo still covers exactly what was named
+    redo = harness.next_request()
+    planned = [OffsetRange(**r) for r in redo.run_config["ops"][harness.asset_names[STREAM]]["config"]["ranges"]]
+    assert sorted(planned) == sorted(named)
+    assert harness.execute(redo).success
+    harness.drain()
+    assert_exactly_once(harness)

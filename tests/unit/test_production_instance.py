@@ -93,6 +93,28 @@ def test_pools_and_run_limits():
         assert f"dagster instance concurrency set {pool} " in text, pool
 
 
+def test_the_queue_is_dequeued_every_second_here_and_in_the_helm_values():
+    # 1 s, the least Dagster takes: its default 5 s costs every queued run 2.5-3 s (../shared/PERF.md).
+    assert load()["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+    values = yaml.safe_load((PROJECT_ROOT / "deploy" / "helm" / "dagster-values.yaml").read_text())
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["dequeueIntervalSeconds"] == 1
+
+
+def test_the_local_instance_lets_micro_batches_skip_the_queue(tmp_path, monkeypatch):
+    """deploy/local/dagster.yaml: the platform's coordinator, a QueuedRunCoordinator to Dagster (so
+    the queue daemon runs and `concurrency` applies), with its config accepted by Dagster's schema."""
+    from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
+
+    from jobs.run_coordinator import StreamFirstRunCoordinator
+
+    local = yaml.safe_load((PROJECT_ROOT / "deploy" / "local" / "dagster.yaml").read_text())
+    section = local["run_coordinator"]
+    assert (section["module"], section["class"]) == ("jobs.run_coordinator", "StreamFirstRunCoordinator")
+    assert issubclass(StreamFirstRunCoordinator, QueuedRunCoordinator)
+    assert class_config(section)["dequeue_interval_seconds"] == 1
+
+
 def test_a_broken_instance_is_rejected_with_a_clear_error(tmp_path, instance_env):
     from dagster._core.errors import DagsterInvalidConfigError
 

@@ -3,7 +3,17 @@
 from platform_assets.sources.config import load_catalogue
 from platform_assets.streaming.config import StreamConfig, load_streams
 from resources.kafka import OffsetRange
-from sensors.kafka_streams import PastRun, ShardPlan, plan_ranges, plan_shards, run_key, shards
+from sensors.kafka_streams import (
+    PastRun,
+    ShardPlan,
+    due,
+    next_tick_estimate,
+    plan_ranges,
+    plan_shards,
+    run_key,
+    shards,
+    standby_ranges,
+)
 
 # The catalogue as committed: a developer's STREAM_* scale settings must not change these tests.
 STREAM = load_streams(load_catalogue(), environ={}).streams["sensor_readings"]
@@ -164,3 +174,70 @@ def test_a_failure_is_retried_unchanged_after_newer_runs_on_other_partitions():
     stuck = plan(one, durable={1: 250 * 31}, marks={0: (0, 1000), 1: (0, 250 * 31)},
                  recent=[*newer, failed], attempts=lambda r: 5)
     assert not stuck[0].ranges and "failed 5 times" in stuck[0].reason
+
+
+# -- latency: when a backlog is due, standby runs --------------------------------------------------
+
+def test_a_small_backlog_is_requested_at_the_last_tick_before_its_deadline():
+    slow = STREAM.model_copy(update={"trigger": STREAM.trigger.model_copy(update={"min_messages": 1000,
+                                                                                  "max_wait_seconds": 5})})
+    assert due(slow, 1000, 0.0, 0.0)  # big enough
+    assert not due(slow, 10, 0.0, 1.0)  # a tick comes again well before the deadline
+    assert due(slow, 10, 0.0, 5.0)  # the next tick (5 s away: the daemon's loop) would be past it
+    assert next_tick_estimate(NOW, None) == 0.0 and next_tick_estimate(NOW, NOW - 5) == 5.0
+    assert next_tick_estimate(NOW, NOW - 3600) == 30.0  # after a pause, no more than a usual tick
+
+
+def test_messages_arriving_while_a_batch_is_in_flight_start_waiting_then():
+    running = PastRun("r", False, (OffsetRange(0, 0, 50),))
+    one = TWO.model_copy(update={"parallelism": 1})
+    assert plan(one, marks={0: (0, 50)}, in_flight=[running])[0].backlog_since is None
+    assert plan(one, marks={0: (0, 80)}, in_flight=[running])[0].backlog_since == NOW
+    assert plan(one, marks={0: (0, 80)}, in_flight=[running], since={0: NOW - 9})[0].backlog_since == NOW - 9
+
+
+def standby_plan(durable=None, marks=MARKS, in_flight=(), recent=(), standby=(), attempts=lambda r: 0, origin=None):
+    return plan_shards(TWO, durable if durable is not None else {p: 50 for p in marks}, marks, origin or {},
+                       list(in_flight), list(recent), attempts, NOW, {}, 5.0, list(standby), 2)
+
+
+def test_a_shards_next_batches_are_standby_runs_two_in_flight_at_most():
+    first = standby_plan(durable={})  # no batch yet: the first one is planned with its ranges
+    assert all(p.ranges and not p.standby for p in first)
+    plans = standby_plan()
+    assert [(p.shard, p.standby, p.ranges, p.requested) for p in plans] == [(0, True, [], True), (1, True, [], True)]
+    one_each = standby_plan(standby=[(0, 2), (1, 2)])  # one running, the next one stands by
+    assert all(p.standby for p in one_each)
+    full = standby_plan(standby=[(0, 2), (0, 2), (1, 2)])
+    assert not full[0].requested and "2 runs in flight" in full[0].reason and full[1].standby
+    # A partition added to the topic starts at its low watermark, in a standby run as in a planned one.
+    grown = {**MARKS, 5: (0, 10)}
+    assert standby_plan(durable={p: 50 for p in MARKS}, marks=grown)[1].standby
+    # One that must start at the cursor's origin (a new stream from the latest offsets) gets a
+    # planned batch, after the shard's standby runs.
+    latest = standby_plan(durable={p: 50 for p in MARKS}, marks=grown, origin={5: 4}, standby=[(1, 2)])
+    assert not latest[1].requested and "standby" in latest[1].reason and latest[0].standby
+    planned = standby_plan(durable={p: 50 for p in MARKS}, marks=grown, origin={5: 4})[1]
+    assert planned.ranges[-1] == OffsetRange(5, 4, 10)
+
+
+def test_standby_runs_and_ranged_runs_never_share_a_shard():
+    ranged = PastRun("r", False, (OffsetRange(0, 50, 100),))
+    plans = standby_plan(in_flight=[ranged])
+    assert not plans[0].requested and "batch in flight" in plans[0].reason and plans[1].standby
+    # A failed run's ranges (or the intent of the standby run in flight, not recorded yet) are left
+    # to the shard's standby run, which redoes an intent exactly: the next standby still starts ...
+    failed = PastRun("bad", True, (OffsetRange(1, 50, 80),))
+    assert standby_plan(recent=[failed], standby=[(1, 2)])[1].standby
+    # ... and with none in flight they are retried unchanged, ranged, before anything else.
+    assert standby_plan(recent=[failed])[1].ranges == list(failed.ranges)
+    # A standby of another parallelism may take any partition of its old shard: those wait.
+    other = standby_plan(standby=[(0, 3)])  # old shard 0 of 3: partitions 0 and 3
+    assert not other[0].requested and not other[1].requested and "parallelism 3" in other[0].reason
+
+
+def test_a_standby_run_takes_a_pending_intent_exactly_else_the_whole_backlog():
+    marks = {0: (0, 500), 2: (0, 300)}
+    assert standby_ranges(STREAM, {0: 100, 2: 300}, marks, []) == [OffsetRange(0, 100, 500)]
+    pending = [OffsetRange(2, 250, 280)]  # a failed run named it: redone as it was, nothing else
+    assert standby_ranges(STREAM, {0: 100, 2: 250}, marks, pending) == pending
