@@ -81,7 +81,7 @@ class StreamConfig(_Strict):
     # later always start at their low watermark, whatever this says.
     start_from: str = Field(default="earliest", pattern="^(earliest|latest)$")
     # Concurrent micro-batch runs: the partitions are split into this many disjoint shards
-    # (partition % parallelism), each with one batch in flight at a time.
+    # (partition % parallelism), each making one batch durable at a time (a standby run may be warming up behind it).
     parallelism: int = Field(default=1, gt=0)
     # micro_batch: one Dagster run per batch, launched by the sensor (cheap when idle, seconds of
     # latency). continuous: one long-running run per shard, launched and restarted by the sensor,

@@ -33,6 +33,7 @@ The last line of stdout is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -127,7 +128,8 @@ def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Pa
     denv = {**os.environ, **env, "DAGSTER_HOME": str(home), "PLATFORM_STREAMS_FILE": str(catalogue)}
     daemon_log = open(home / "daemon.log", "wb")  # noqa: SIM115 (open while the daemon runs)
     daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                              cwd=ROOT, env=denv, stdout=daemon_log, stderr=subprocess.STDOUT)
+                              cwd=ROOT, env=denv, stdout=daemon_log, stderr=subprocess.STDOUT,
+                              start_new_session=True)  # a group of its own: its code server goes with it
     h = Harness(streams)
     try:
         # Warm-up: wait for the daemon's first micro-batch before the timed window.
@@ -147,8 +149,11 @@ def latency_under_load(streams, env: dict, rate: float, seconds: float, home: Pa
                                                  + (home / "daemon.log").read_text()[-4000:])
             time.sleep(1)
     finally:
-        daemon.terminate()
+        os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
+        time.sleep(2)  # the code server's own shutdown
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group is left
+            os.killpg(daemon.pid, signal.SIGKILL)
         daemon_log.close()
     lat = _latencies(env, Path(env["LAKE_ROOT"]), t0, h.topic())
     runs = _batches(env, h.topic(), since=t0)["runs"]
