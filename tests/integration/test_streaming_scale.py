@@ -153,11 +153,19 @@ def test_a_partition_added_while_running_is_read_from_offset_0_and_joins_a_shard
     admin.create_partitions([NewPartitions(h.topic(), 3)])[h.topic()].result(10)
     produce_to(h, {2: 150, 0: 40, 1: 60}, seed=2)
     request = {r.tags["stream/shard"]: r for r in h.tick().run_requests}
-    ranges = {s: [OffsetRange(**x) for x in r.run_config["ops"][h.asset_names[STREAM]]["config"]["ranges"]]
-              for s, r in request.items()}
-    assert ranges == {"0": [OffsetRange(0, 300, 340), OffsetRange(2, 0, 150)],  # new partition 2 → shard 0
-                      "1": [OffsetRange(1, 200, 260)]}
-    for result in h.execute_all(list(request.values())):
+    # After a shard's first batch its runs are standby runs: they choose their ranges when their turn
+    # comes (the shard's whole backlog at that instant), so the ranges are read from what they recorded.
+    assert sorted(request) == ["0", "1"]
+    results = h.execute_all([request["0"], request["1"]])
+    for result in results:
         assert result.success, _failure(result)
+    recorded = h.resources["warehouse"].query(
+        "SELECT run_id, partition, start_offset, end_offset FROM streaming.batches WHERE topic = %s "
+        "AND run_id = ANY(%s) ORDER BY partition", (h.topic(), [r.run_id for r in results]))
+    by_run = {run: {OffsetRange(int(p), int(a), int(b)) for p, a, b in zip(rows["partition"], rows["start_offset"],
+                                                                          rows["end_offset"])}
+              for run, rows in recorded.groupby("run_id")}
+    assert by_run == {results[0].run_id: {OffsetRange(0, 300, 340), OffsetRange(2, 0, 150)},  # new partition 2 → shard 0
+                      results[1].run_id: {OffsetRange(1, 200, 260)}}
     assert h.drain() == []
     assert assert_exactly_once(h) == {0: (0, 340), 1: (0, 260), 2: (0, 150)}
