@@ -9,16 +9,11 @@ in tests/integration/test_streaming_continuous.py.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from platform_assets.settings import PROJECT_ROOT
 from platform_assets.streaming.topics import ensure_topics
 from tests.faults.streams import catalogue, check_invariants, durable_total, harness, produced_total, wait_for
 from tests.integration.streaming_harness import drop_topics, send
@@ -36,33 +31,11 @@ def live(private_env, tmp_path):
     ensure_topics(h.kafka.admin(), streams.topics)
     server = Live(tmp_path, streams, h.lake_root)
     try:
-        wait_for("the webserver", lambda: _answers(server), timeout=180, every=1)
+        wait_for("the webserver", server.answers, timeout=180, every=1)
         yield h, server
     finally:
         server.close()
         drop_topics(h.kafka.admin(), streams.topics)
-
-
-def _answers(server: Live) -> bool:
-    try:
-        server.runs()
-        return True
-    except OSError:
-        return False
-
-
-def _restart(server: Live, name: str) -> None:
-    """Start the process ``name`` again, as Live started it."""
-    old = server.procs[name]
-    bin_dir = Path(sys.executable).parent
-    home = server.home
-    command = ([str(bin_dir / "dagster-daemon"), "run", "-w", str(home / "workspace.yaml")] if name == "daemon" else
-               [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(server.port), "-w",
-                str(home / "workspace.yaml")])
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PLATFORM_STREAMS_FILE": str(home / "streams.yaml")}
-    assert old.poll() is not None
-    server.procs[name] = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=server.logs[name],
-                                          stderr=subprocess.STDOUT)
 
 
 def test_webserver_and_daemon_killed_while_the_consumer_runs(live):
@@ -77,8 +50,8 @@ def test_webserver_and_daemon_killed_while_the_consumer_runs(live):
     send(h, 1000, seed=2)
     wait_for("3000 durable without a webserver", lambda: durable_total(h) == 3000, timeout=60)
     started = time.monotonic()
-    _restart(server, "webserver")
-    wait_for("a new webserver", lambda: _answers(server), timeout=WEBSERVER_BACK_BOUND_S, every=0.5)
+    server.restart("webserver")
+    wait_for("a new webserver", server.answers, timeout=WEBSERVER_BACK_BOUND_S, every=0.5)
     webserver_back = time.monotonic() - started
     assert server.status(consumer) == "STARTED"
 
@@ -89,7 +62,7 @@ def test_webserver_and_daemon_killed_while_the_consumer_runs(live):
     send(h, 1000, seed=3)
     wait_for("4000 durable without a daemon", lambda: durable_total(h) == 4000, timeout=60)
     started = time.monotonic()
-    _restart(server, "daemon")
+    server.restart("daemon")
     wait_for("the new daemon's sensor ticking", lambda: _sensor_ticked_since(server, started),
              timeout=DAEMON_BACK_BOUND_S, every=1)
     daemon_back = time.monotonic() - started

@@ -75,19 +75,33 @@ class Live:
         (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
             "module_name": "tests.integration.streaming_location", "working_directory": str(PROJECT_ROOT),
             "location_name": "streaming"}}]}))
-        env = {**os.environ, "DAGSTER_HOME": str(home), "PLATFORM_STREAMS_FILE": str(home / "streams.yaml"),
-               "LAKE_ROOT": str(lake)}
-        bin_dir = Path(sys.executable).parent
-        self.logs = {n: open(home / f"{n}.log", "wb") for n in ("daemon", "webserver")}  # noqa: SIM115
-        self.procs = {
-            "daemon": subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", str(home / "workspace.yaml")],
-                                       cwd=PROJECT_ROOT, env=env, stdout=self.logs["daemon"], stderr=subprocess.STDOUT),
-            "webserver": subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
-                                           "-w", str(home / "workspace.yaml")],
-                                          cwd=PROJECT_ROOT, env=env, stdout=self.logs["webserver"],
-                                          stderr=subprocess.STDOUT),
+        self.env = {**os.environ, "DAGSTER_HOME": str(home), "PLATFORM_STREAMS_FILE": str(home / "streams.yaml"),
+                    "LAKE_ROOT": str(lake)}
+        bin_dir, workspace = Path(sys.executable).parent, str(home / "workspace.yaml")
+        self.commands = {
+            "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+            "webserver": [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace],
         }
+        self.logs = {n: open(home / f"{n}.log", "wb") for n in self.commands}  # noqa: SIM115
+        self.procs = {n: self._start(n) for n in self.commands}
         self.instance = dg.DagsterInstance.from_config(str(home))
+
+    def _start(self, name: str) -> subprocess.Popen:
+        return subprocess.Popen(self.commands[name], cwd=PROJECT_ROOT, env=self.env, stdout=self.logs[name],
+                                stderr=subprocess.STDOUT)
+
+    def restart(self, name: str) -> None:
+        """Start the process ``name`` (``daemon`` or ``webserver``) again, after it died, as it was started."""
+        assert self.procs[name].poll() is not None, f"{name} is still running"
+        self.procs[name] = self._start(name)
+
+    def answers(self) -> bool:
+        """The webserver answers GraphQL."""
+        try:
+            self.runs()
+            return True
+        except OSError:
+            return False
 
     def log_tail(self) -> str:
         return "\n".join(f"--- {n}\n{(self.home / f'{n}.log').read_text()[-2500:]}" for n in self.logs)
@@ -159,11 +173,7 @@ def live(platform, tmp_path, monkeypatch):
 
 def _answers(server: Live) -> bool:
     assert all(p.poll() is None for p in server.procs.values()), server.log_tail()
-    try:
-        server.runs()
-        return True
-    except OSError:
-        return False
+    return server.answers()
 
 
 def lake_materializations(server: Live) -> list[dict]:
