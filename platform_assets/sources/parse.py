@@ -144,12 +144,11 @@ def _parse_csv_objects(objects: list[RawObject], opts: ReadOptions) -> Parsed:
     if not tables:
         return Parsed(pd.DataFrame(), bad)
     first = tables[0]
-    if len(set(first.column_names)) < first.num_columns:  # a header naming a column twice: as pandas reads it
+    # A header naming a column twice, or files with different headers: as pandas reads them (its own
+    # union of columns, as for every other format).
+    if len(set(first.column_names)) < first.num_columns or not all(t.schema.equals(first.schema) for t in tables[1:]):
         return Parsed(pd.concat([_csv_frame(t) for t in tables], ignore_index=True), bad)
-    if all(t.schema.equals(first.schema) for t in tables[1:]):
-        table = pa.concat_tables(tables) if len(tables) > 1 else first
-    else:  # files with different headers: pandas' own union of columns, as for every other format
-        return Parsed(pd.concat([_csv_frame(t) for t in tables], ignore_index=True), bad)
+    table = pa.concat_tables(tables) if len(tables) > 1 else first
     text = {n: table.column(n).combine_chunks() for n in table.column_names
             if n not in (SOURCE_FILE, SOURCE_ROW) and pa.types.is_string(table.schema.field(n).type)}
     return Parsed(_csv_frame(table), bad, text)
